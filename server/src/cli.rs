@@ -1,0 +1,273 @@
+//! Commands and flags of the `alliance` command line.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, ConfigError, RawSettings, Settings};
+use crate::report::{self, ReportFilter};
+use crate::signature::WebhookSecret;
+use crate::startup;
+use crate::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "alliance",
+    version,
+    about = "Measures the online alliance of chat-based parenting support"
+)]
+pub struct Cli {
+    /// TOML configuration file; ALLIANCE_* environment variables override its values.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Write logs as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve,
+    /// Replay the 2022 study through a real service and a simulated chat platform, then print the report.
+    Demo(crate::demo::DemoArgs),
+    /// Print the report, from the store or from a running service.
+    Report {
+        /// First day included, YYYY-MM-DD (Europe/Amsterdam, by chat end time).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day included, YYYY-MM-DD.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Ask this running service (its admin API) instead of reading the store.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Print correctly signed Standard Webhooks headers and a curl line, to test a set-up.
+    Sign {
+        /// File holding the whsec_ secret.
+        #[arg(long, value_name = "FILE")]
+        secret_file: PathBuf,
+        /// The webhook-id to sign.
+        #[arg(long)]
+        id: String,
+        /// File holding the exact request body.
+        #[arg(long, value_name = "FILE")]
+        body: PathBuf,
+        /// URL for the printed curl line.
+        #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/chat-ended")]
+        url: String,
+    },
+    /// Validate the configuration and say what is wrong and how to fix it.
+    CheckConfig,
+}
+
+/// A command failure, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError::Failed(message)
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let config_file = cli.config.as_deref();
+    match cli.command {
+        Command::Serve => serve(config_file).await,
+        Command::Demo(arguments) => crate::demo::run(config_file, arguments).await,
+        Command::Report {
+            from,
+            to,
+            format,
+            server,
+        } => {
+            let filter = ReportFilter::parse(from.as_deref(), to.as_deref(), None, None, None)
+                .map_err(|problem| CliError::Failed(format!("invalid filter: {problem}")))?;
+            report_command(config_file, filter, format, server).await
+        }
+        Command::Sign {
+            secret_file,
+            id,
+            body,
+            url,
+        } => sign(&secret_file, &id, &body, &url),
+        Command::CheckConfig => check_config(config_file),
+    }
+}
+
+/// Loads and validates settings for a service. On a loopback address every
+/// secret that is not configured comes from the development secrets file
+/// in the data directory; the path of that file is returned.
+pub fn service_settings(config_file: Option<&Path>) -> Result<(Settings, Option<PathBuf>), CliError> {
+    let mut raw = RawSettings::load(config_file)?;
+    let first = raw.validate()?;
+    let development = if first.listen.ip().is_loopback() {
+        config::add_development_secrets(&mut raw, &first.data_dir)?
+    } else {
+        None
+    };
+    let settings = raw.validate()?;
+    settings.check_ready_to_serve()?;
+    Ok((settings, development))
+}
+
+async fn serve(config_file: Option<&Path>) -> Result<(), CliError> {
+    let (settings, development) = service_settings(config_file)?;
+    if let Some(path) = development {
+        tracing::warn!(path = %path.display(), "using development secrets for settings that are not configured; read them from this file");
+    }
+    let data_dir = settings.data_dir.clone();
+    let application = startup::build(settings)?;
+    tracing::info!(address = %application.address, data_dir = %data_dir.display(), "service listening");
+    application.run_until_stopped().await?;
+    tracing::info!("service stopped");
+    Ok(())
+}
+
+fn check_config(config_file: Option<&Path>) -> Result<(), CliError> {
+    let settings = RawSettings::load(config_file)?.validate()?;
+    let loopback = settings.listen.ip().is_loopback();
+    match settings.check_ready_to_serve() {
+        Ok(()) => {
+            println!("configuration is valid; the service will listen on {}", settings.listen);
+            Ok(())
+        }
+        Err(problems) if loopback => {
+            println!(
+                "configuration is valid for local development on {}; these secrets will be generated \
+                 into {} because they are not configured:\n{problems}",
+                settings.listen,
+                settings.data_dir.join("dev-secrets.toml").display()
+            );
+            Ok(())
+        }
+        Err(problems) => Err(CliError::Config(problems)),
+    }
+}
+
+fn sign(secret_file: &Path, id: &str, body_file: &Path, url: &str) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(secret_file)
+        .map_err(|error| format!("cannot read secret file {}: {error}", secret_file.display()))?;
+    let secret = WebhookSecret::parse(text.trim_end_matches(['\n', '\r']))
+        .map_err(|problem| format!("the secret in {} {problem}", secret_file.display()))?;
+    let body =
+        std::fs::read(body_file).map_err(|error| format!("cannot read body file {}: {error}", body_file.display()))?;
+    if id.is_empty() || id.contains(char::is_whitespace) {
+        return Err(CliError::Failed(
+            "--id must be a non-empty webhook id without white space".into(),
+        ));
+    }
+    let timestamp = startup::now_millis() / 1000;
+    let signature = secret.sign(id, timestamp, &body);
+    println!("webhook-id: {id}");
+    println!("webhook-timestamp: {timestamp}");
+    println!("webhook-signature: {signature}");
+    println!();
+    println!(
+        "curl -sS -X POST '{url}' -H 'Content-Type: application/json' -H 'webhook-id: {id}' \
+         -H 'webhook-timestamp: {timestamp}' -H 'webhook-signature: {signature}' --data-binary @'{}'",
+        body_file.display()
+    );
+    println!();
+    println!("The signature is valid for 300 seconds from now.");
+    Ok(())
+}
+
+async fn report_command(
+    config_file: Option<&Path>,
+    filter: ReportFilter,
+    format: Format,
+    server: Option<String>,
+) -> Result<(), CliError> {
+    let settings = RawSettings::load(config_file)?.validate()?;
+    let built = match server {
+        Some(url) => fetch_report(&settings, &url, &filter).await?,
+        None => {
+            let store = Store::open(&settings.data_dir, settings.cache_bytes).map_err(|error| {
+                format!(
+                    "cannot open the store in {} ({error}); if a service is running on it, \
+                     use --server URL to ask the service instead",
+                    settings.data_dir.display()
+                )
+            })?;
+            report::build(&store, &filter, startup::now_millis()).map_err(|error| error.to_string())?
+        }
+    };
+    print_report(&built, format);
+    Ok(())
+}
+
+pub fn print_report(built: &report::Report, format: Format) {
+    match format {
+        Format::Text => print!("{}", report::text::render(built)),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(built).expect("the report serialises")
+        ),
+    }
+}
+
+async fn fetch_report(settings: &Settings, server: &str, filter: &ReportFilter) -> Result<report::Report, CliError> {
+    let token = settings
+        .admin_token
+        .as_ref()
+        .ok_or_else(|| CliError::Failed("set ALLIANCE_ADMIN_TOKEN to ask a running service for the report".into()))?;
+    let mut url = reqwest::Url::parse(server)
+        .map_err(|error| format!("--server {server:?} is not a URL ({error})"))?
+        .join("api/admin/report")
+        .map_err(|error| format!("--server {server:?} cannot be joined with the report path ({error})"))?;
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(from) = filter.from {
+            query.append_pair("from", &from.to_string());
+        }
+        if let Some(to) = filter.to {
+            query.append_pair("to", &to.to_string());
+        }
+    }
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|error| format!("cannot reach {server}: {error}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(CliError::Failed(format!("{server} answered {status}: {body}")));
+    }
+    let value: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|error| format!("the report from {server} is not JSON: {error}"))?;
+    report::Report::from_json(value)
+        .map_err(|error| CliError::Failed(format!("the report from {server} has an unexpected shape: {error}")))
+}

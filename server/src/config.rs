@@ -1,0 +1,701 @@
+//! Layered settings: built-in defaults, then the TOML file given with
+//! `--config`, then `ALLIANCE_*` environment variables. Everything is
+//! validated once, at start, into [`Settings`]; an invalid value stops the
+//! start with a message that names the setting and the fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::Url;
+use sha2::{Digest, Sha256};
+
+use crate::signature::WebhookSecret;
+use crate::token::{ServerKey, hex};
+
+/// A secret string whose `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+/// Which chat platform API the service talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlatformKind {
+    Generic,
+    Chatwoot,
+}
+
+/// An admin token that may see only some organizations, stored as the hex
+/// SHA-256 of the token.
+#[derive(Clone, Debug)]
+pub struct ScopedAdminToken {
+    pub label: String,
+    pub sha256: [u8; 32],
+    /// Organizations the token may see; empty means all of them.
+    pub organizations: Vec<String>,
+}
+
+/// Validated settings of the service.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub data_dir: PathBuf,
+    pub secret_key: Option<ServerKey>,
+    pub webhook_secrets: Vec<WebhookSecret>,
+    pub webhook_public_keys: Vec<String>,
+    pub platform_kind: PlatformKind,
+    pub platform_url: Option<Url>,
+    pub platform_token: Option<Secret>,
+    pub platform_signing_secret: Option<WebhookSecret>,
+    pub platform_origins: Vec<String>,
+    pub chatwoot_webhook_secret: Option<Secret>,
+    pub chatwoot_account_id: Option<u64>,
+    pub admin_token: Option<Secret>,
+    pub admin_tokens: Vec<ScopedAdminToken>,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub questionnaire_expiry: Duration,
+    pub retention_days: u32,
+    pub min_cell_size: u32,
+    /// Deliveries to the platform in flight at once.
+    pub delivery_concurrency: usize,
+    /// How long delivery of an invitation is retried before it is dead-lettered.
+    pub delivery_horizon: Duration,
+    /// Timeout of one delivery attempt, connect included.
+    pub delivery_timeout: Duration,
+    /// sled page cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+/// A configuration problem, naming the setting and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(variable: &str, problem: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("setting {variable} {problem}"))
+}
+
+/// Names of all settings: config-file key and environment variable.
+const KEYS: &[&str] = &[
+    "listen",
+    "public_url",
+    "data_dir",
+    "secret_key",
+    "webhook_secrets",
+    "webhook_public_keys",
+    "platform_kind",
+    "platform_url",
+    "platform_token",
+    "platform_signing_secret",
+    "platform_origins",
+    "chatwoot_webhook_secret",
+    "chatwoot_account_id",
+    "admin_token",
+    "trusted_proxies",
+    "questionnaire_expiry_hours",
+    "retention_days",
+    "min_cell_size",
+    "delivery_concurrency",
+    "delivery_horizon_hours",
+    "delivery_timeout_ms",
+    "cache_mb",
+];
+
+fn env_name(key: &str) -> String {
+    format!("ALLIANCE_{}", key.to_ascii_uppercase())
+}
+
+/// Raw setting values, before validation, with where each came from.
+#[derive(Default, Debug)]
+pub struct RawSettings {
+    values: BTreeMap<&'static str, (String, String)>,
+    admin_tokens: Vec<toml::Value>,
+}
+
+impl RawSettings {
+    /// Reads the config file (if given) and then the environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut raw = RawSettings::default();
+        if let Some(path) = config_file {
+            raw.read_file(path)?;
+        }
+        for key in KEYS {
+            let variable = env_name(key);
+            if let Ok(value) = std::env::var(&variable) {
+                raw.values.insert(key, (value, variable));
+            }
+        }
+        Ok(raw)
+    }
+
+    fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError(format!("cannot read config file {}: {error}", path.display())))?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|error| ConfigError(format!("config file {} is not valid TOML: {error}", path.display())))?;
+        for (name, value) in table {
+            if name == "admin_tokens" {
+                let toml::Value::Array(entries) = value else {
+                    return Err(ConfigError(format!(
+                        "config file {}: admin_tokens must be an array of tables ([[admin_tokens]])",
+                        path.display()
+                    )));
+                };
+                self.admin_tokens = entries;
+                continue;
+            }
+            let Some(key) = KEYS.iter().find(|key| **key == name) else {
+                return Err(ConfigError(format!(
+                    "config file {}: unknown setting {name:?}; known settings are {}",
+                    path.display(),
+                    KEYS.join(", ")
+                )));
+            };
+            let text = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(number) => number.to_string(),
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(|item| match item {
+                        toml::Value::String(text) => Ok(text),
+                        other => Err(ConfigError(format!(
+                            "config file {}: {name} must hold strings, found {other}",
+                            path.display()
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                other => {
+                    return Err(ConfigError(format!(
+                        "config file {}: {name} must be a string or a number, found {other}",
+                        path.display()
+                    )));
+                }
+            };
+            self.values.insert(key, (text, format!("{name} in {}", path.display())));
+        }
+        Ok(())
+    }
+
+    /// Sets a value, replacing any configured one.
+    pub fn set(&mut self, key: &'static str, value: String, source: String) {
+        self.values.insert(key, (value, source));
+    }
+
+    /// Sets a value unless one is configured; used for generated development secrets.
+    pub fn set_default(&mut self, key: &'static str, value: String, source: String) {
+        self.values.entry(key).or_insert((value, source));
+    }
+
+    pub fn is_set(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+
+    fn get(&self, key: &'static str) -> Option<(&str, String)> {
+        self.values
+            .get(key)
+            .map(|(value, source)| (value.as_str(), source.clone()))
+    }
+
+    fn name(&self, key: &'static str) -> String {
+        self.values
+            .get(key)
+            .map(|(_, source)| source.clone())
+            .unwrap_or_else(|| env_name(key))
+    }
+
+    /// Validates every value into [`Settings`].
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let listen = match self.get("listen") {
+            Some((value, name)) => value.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    &name,
+                    format_args!("= {value:?} is not an address and port such as 127.0.0.1:8080"),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+
+        let public_url = match self.get("public_url") {
+            Some((value, name)) => parse_url(value, &name)?,
+            None => Url::parse(&format!("http://{listen}")).expect("socket address forms a URL"),
+        };
+
+        let data_dir = self
+            .get("data_dir")
+            .map(|(value, _)| PathBuf::from(value))
+            .unwrap_or_else(|| "./data".into());
+
+        let secret_key = match self.get("secret_key") {
+            Some((value, name)) => Some(parse_server_key(value, &name)?),
+            None => None,
+        };
+
+        let webhook_secrets = match self.get("webhook_secrets") {
+            Some((value, name)) if value.trim() != value => {
+                return Err(invalid(&name, "has white space before or after it; remove it"));
+            }
+            Some((value, name)) => split_list(value)
+                .map(|entry| {
+                    if entry == "v1" || entry == "v1a" {
+                        return Err(invalid(
+                            &name,
+                            "holds a signature (it starts with \"v1,\"), not a secret; paste the secret that starts with \"whsec_\"",
+                        ));
+                    }
+                    WebhookSecret::parse(entry).map_err(|problem| invalid(&name, format_args!("has a secret that {problem}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+
+        let webhook_public_keys = match self.get("webhook_public_keys") {
+            Some((value, name)) => split_list(value)
+                .map(|entry| {
+                    if entry.starts_with("whpk_") {
+                        Ok(entry.to_string())
+                    } else {
+                        Err(invalid(&name, "has a key that does not start with \"whpk_\""))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+
+        let platform_kind = match self.get("platform_kind") {
+            None => PlatformKind::Generic,
+            Some(("generic", _)) => PlatformKind::Generic,
+            Some(("chatwoot", _)) => PlatformKind::Chatwoot,
+            Some((value, name)) => {
+                return Err(invalid(
+                    &name,
+                    format_args!("= {value:?} must be \"generic\" or \"chatwoot\""),
+                ));
+            }
+        };
+
+        let platform_url = match self.get("platform_url") {
+            Some((value, name)) => Some(parse_url(value, &name)?),
+            None => None,
+        };
+
+        let platform_token = self.secret_text("platform_token")?;
+
+        let platform_signing_secret = match self.get("platform_signing_secret") {
+            Some((value, name)) => Some(WebhookSecret::parse(value).map_err(|problem| invalid(&name, problem))?),
+            None => None,
+        };
+
+        let platform_origins = match self.get("platform_origins") {
+            Some((value, name)) => split_list(value)
+                .map(|origin| parse_origin(origin, &name))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+
+        let chatwoot_webhook_secret = self.secret_text("chatwoot_webhook_secret")?;
+        let chatwoot_account_id = self.number::<u64>("chatwoot_account_id", 1, u64::MAX)?;
+        let admin_token = self.secret_text("admin_token")?;
+        if let Some(token) = &admin_token {
+            if token.expose().len() < 16 {
+                return Err(invalid(
+                    &self.name("admin_token"),
+                    "is shorter than 16 characters; use a long random token",
+                ));
+            }
+        }
+        let admin_tokens = self.scoped_admin_tokens()?;
+
+        let trusted_proxies = match self.get("trusted_proxies") {
+            Some((value, name)) => split_list(value)
+                .map(|entry| {
+                    entry
+                        .parse::<IpAddr>()
+                        .map_err(|_| invalid(&name, format_args!("has {entry:?}, which is not an IP address")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+
+        let expiry_hours = self
+            .number::<u64>("questionnaire_expiry_hours", 1, 24 * 365)?
+            .unwrap_or(168);
+        let retention_days = self.number::<u32>("retention_days", 1, 36_500)?.unwrap_or(730);
+        let min_cell_size = self.number::<u32>("min_cell_size", 1, 1_000_000)?.unwrap_or(10);
+        let delivery_concurrency = self.number::<usize>("delivery_concurrency", 1, 1024)?.unwrap_or(16);
+        let horizon_hours = self.number::<u64>("delivery_horizon_hours", 1, 24 * 30)?.unwrap_or(24);
+        let timeout_ms = self
+            .number::<u64>("delivery_timeout_ms", 100, 120_000)?
+            .unwrap_or(10_000);
+        let cache_mb = self.number::<u64>("cache_mb", 1, 65_536)?.unwrap_or(16);
+
+        Ok(Settings {
+            listen,
+            public_url,
+            data_dir,
+            secret_key,
+            webhook_secrets,
+            webhook_public_keys,
+            platform_kind,
+            platform_url,
+            platform_token,
+            platform_signing_secret,
+            platform_origins,
+            chatwoot_webhook_secret,
+            chatwoot_account_id,
+            admin_token,
+            admin_tokens,
+            trusted_proxies,
+            questionnaire_expiry: Duration::from_secs(expiry_hours * 3600),
+            retention_days,
+            min_cell_size,
+            delivery_concurrency,
+            delivery_horizon: Duration::from_secs(horizon_hours * 3600),
+            delivery_timeout: Duration::from_millis(timeout_ms),
+            cache_bytes: cache_mb * 1024 * 1024,
+        })
+    }
+
+    fn secret_text(&self, key: &'static str) -> Result<Option<Secret>, ConfigError> {
+        let Some((value, name)) = self.get(key) else {
+            return Ok(None);
+        };
+        if value.trim() != value {
+            return Err(invalid(&name, "has white space before or after it; remove it"));
+        }
+        if value.is_empty() {
+            return Err(invalid(&name, "is empty; set a value or remove the setting"));
+        }
+        Ok(Some(Secret::new(value)))
+    }
+
+    fn number<T: std::str::FromStr + PartialOrd + fmt::Display>(
+        &self,
+        key: &'static str,
+        min: T,
+        max: T,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some((value, name)) = self.get(key) else {
+            return Ok(None);
+        };
+        match value.parse::<T>() {
+            Ok(number) if number >= min && number <= max => Ok(Some(number)),
+            _ => Err(invalid(
+                &name,
+                format_args!("= {value:?} must be a whole number from {min} to {max}"),
+            )),
+        }
+    }
+
+    fn scoped_admin_tokens(&self) -> Result<Vec<ScopedAdminToken>, ConfigError> {
+        let mut tokens = Vec::new();
+        for (index, entry) in self.admin_tokens.iter().enumerate() {
+            let problem = |what: &str| ConfigError(format!("admin_tokens entry {}: {what}", index + 1));
+            let table = entry
+                .as_table()
+                .ok_or_else(|| problem("must be a table with label, sha256 and organizations"))?;
+            let label = table
+                .get("label")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| problem("needs a label, e.g. label = \"quality team Utrecht\""))?;
+            let digest = table
+                .get("sha256")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| problem("needs sha256 = the hex SHA-256 of the token (echo -n TOKEN | sha256sum)"))?;
+            let sha256 = parse_hex32(digest).ok_or_else(|| problem("sha256 must be 64 hex digits"))?;
+            let organizations = match table.get("organizations") {
+                None => Vec::new(),
+                Some(value) => value
+                    .as_array()
+                    .and_then(|items| {
+                        items
+                            .iter()
+                            .map(|v| v.as_str().map(str::to_string))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| problem("organizations must be a list of names"))?,
+            };
+            tokens.push(ScopedAdminToken {
+                label: label.to_string(),
+                sha256,
+                organizations,
+            });
+        }
+        Ok(tokens)
+    }
+}
+
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|entry| !entry.is_empty())
+}
+
+fn parse_url(value: &str, name: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|error| {
+        invalid(
+            name,
+            format_args!("= {value:?} is not a URL ({error}); use e.g. https://chat.example.nl"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            name,
+            format_args!("= {value:?} must be an http or https URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_origin(value: &str, name: &str) -> Result<String, ConfigError> {
+    let url = parse_url(value, name)?;
+    if url.path() != "/" || url.query().is_some() {
+        return Err(invalid(
+            name,
+            format_args!("has {value:?}; an origin is scheme, host and port only, e.g. https://chat.example.nl"),
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+fn parse_server_key(value: &str, name: &str) -> Result<ServerKey, ConfigError> {
+    if value.trim() != value {
+        return Err(invalid(name, "has white space before or after it; remove it"));
+    }
+    let bytes = STANDARD.decode(value).map_err(|_| {
+        invalid(
+            name,
+            "is not valid base64; generate one with: head -c 32 /dev/urandom | base64",
+        )
+    })?;
+    ServerKey::from_bytes(bytes).map_err(|problem| invalid(name, problem))
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (index, chunk) in text.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).ok()?;
+        out[index] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Returns the hex SHA-256 of an admin token, the form the config file stores.
+pub fn admin_token_digest(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+const DEV_SECRETS_FILE: &str = "dev-secrets.toml";
+
+/// Fills every secret that is not configured from the development secrets
+/// file in the data directory, generating the file if needed. Only for a
+/// service on a loopback address; the values are never printed.
+pub fn add_development_secrets(raw: &mut RawSettings, data_dir: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    let needed = [
+        "secret_key",
+        "webhook_secrets",
+        "platform_token",
+        "platform_signing_secret",
+        "admin_token",
+    ];
+    if needed.iter().all(|key| raw.is_set(key)) {
+        return Ok(None);
+    }
+
+    let path = data_dir.join(DEV_SECRETS_FILE);
+    let mut stored: toml::Table = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|error| {
+            ConfigError(format!(
+                "development secrets file {} is damaged ({error}); delete it to make new ones",
+                path.display()
+            ))
+        })?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(error) => return Err(ConfigError(format!("cannot read {}: {error}", path.display()))),
+    };
+
+    let mut changed = false;
+    for key in needed {
+        if !stored.contains_key(key) {
+            stored.insert(key.to_string(), toml::Value::String(generate_secret(key)));
+            changed = true;
+        }
+    }
+    if changed {
+        write_private_file(&path, &toml::to_string(&stored).expect("a table of strings serialises"))?;
+    }
+
+    for key in needed {
+        if let Some(value) = stored.get(key).and_then(|v| v.as_str()) {
+            raw.set_default(key, value.to_string(), format!("{key} in {}", path.display()));
+        }
+    }
+    Ok(Some(path))
+}
+
+fn generate_secret(key: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    match key {
+        "webhook_secrets" | "platform_signing_secret" => WebhookSecret::generate().1,
+        "secret_key" => STANDARD.encode(bytes),
+        _ => hex(&bytes),
+    }
+}
+
+fn write_private_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
+    use std::io::Write;
+
+    let fail = |error: std::io::Error| ConfigError(format!("cannot write {}: {error}", path.display()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+impl Settings {
+    /// Checks what a service needs before it accepts traffic: secrets, and on
+    /// a non-loopback address an https public URL.
+    pub fn check_ready_to_serve(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.secret_key.is_none() {
+            problems.push(
+                "ALLIANCE_SECRET_KEY is not set: generate one with `head -c 32 /dev/urandom | base64`".to_string(),
+            );
+        }
+        if self.webhook_secrets.is_empty() && self.platform_kind == PlatformKind::Generic {
+            problems.push(
+                "ALLIANCE_WEBHOOK_SECRETS is not set: use the whsec_ secret your platform signs webhooks with".into(),
+            );
+        }
+        if self.platform_url.is_none() {
+            problems.push("ALLIANCE_PLATFORM_URL is not set: use the base URL of the chat platform's API".into());
+        }
+        if self.platform_token.is_none() {
+            problems.push("ALLIANCE_PLATFORM_TOKEN is not set: use the API token the platform gave you".into());
+        }
+        if self.platform_kind == PlatformKind::Generic && self.platform_signing_secret.is_none() {
+            problems.push(
+                "ALLIANCE_PLATFORM_SIGNING_SECRET is not set: use a whsec_ secret shared with the platform".into(),
+            );
+        }
+        if self.admin_token.is_none() && self.admin_tokens.is_empty() {
+            problems.push(
+                "ALLIANCE_ADMIN_TOKEN is not set and no admin_tokens are configured: reports cannot be read".into(),
+            );
+        }
+        if !self.listen.ip().is_loopback() && self.public_url.scheme() != "https" {
+            problems.push(format!(
+                "ALLIANCE_PUBLIC_URL = {} must be an https URL when the service listens on {} (not loopback)",
+                self.public_url, self.listen
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems.join("\n")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&'static str, &str)]) -> RawSettings {
+        let mut raw = RawSettings::default();
+        for (key, value) in pairs {
+            raw.values.insert(key, (value.to_string(), env_name(key)));
+        }
+        raw
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let settings = raw(&[]).validate().unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.questionnaire_expiry, Duration::from_secs(168 * 3600));
+        assert_eq!(settings.retention_days, 730);
+        assert_eq!(settings.min_cell_size, 10);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cases: &[(&'static str, &str, &str)] = &[
+            (
+                "webhook_secrets",
+                " whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "ALLIANCE_WEBHOOK_SECRETS",
+            ),
+            (
+                "webhook_secrets",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+                "signature",
+            ),
+            ("platform_url", "not a url", "ALLIANCE_PLATFORM_URL"),
+            ("listen", "8080", "ALLIANCE_LISTEN"),
+            ("secret_key", "c2hvcnQ=", "at least 32"),
+            ("min_cell_size", "0", "ALLIANCE_MIN_CELL_SIZE"),
+            ("admin_token", "token ", "white space"),
+        ];
+        for (key, value, expected) in cases {
+            let error = raw(&[(key, value)]).validate().unwrap_err().to_string();
+            assert!(error.contains(expected), "{key}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn public_address_needs_https_and_secrets() {
+        let settings = raw(&[("listen", "0.0.0.0:8080"), ("public_url", "http://example.nl")])
+            .validate()
+            .unwrap();
+        let error = settings.check_ready_to_serve().unwrap_err().to_string();
+        assert!(error.contains("https"), "{error}");
+        assert!(error.contains("ALLIANCE_SECRET_KEY"), "{error}");
+    }
+
+    #[test]
+    fn development_secrets_are_generated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = RawSettings::default();
+        add_development_secrets(&mut first, dir.path()).unwrap();
+        let mut second = RawSettings::default();
+        add_development_secrets(&mut second, dir.path()).unwrap();
+        assert_eq!(
+            first.get("admin_token").unwrap().0,
+            second.get("admin_token").unwrap().0
+        );
+        let settings = first.validate().unwrap();
+        assert!(settings.secret_key.is_some());
+        assert_eq!(settings.webhook_secrets.len(), 1);
+    }
+}

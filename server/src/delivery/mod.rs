@@ -1,0 +1,293 @@
+//! The invitation queue: a worker that posts queued invitations to the
+//! platform, at-least-once, with retries, backoff and a dead-letter list.
+//!
+//! The queue lives in the store, so it survives restarts. The worker wakes
+//! when a chat is enqueued or an attempt finishes, and otherwise sleeps until
+//! the next delivery is due; it does not poll.
+
+mod generic;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::config::Settings;
+use crate::startup::now_millis;
+use crate::store::Store;
+use crate::store::records::{Millis, QueuedDelivery};
+use crate::token::{InvitationId, TokenKey};
+
+pub use generic::GenericPlatform;
+
+/// What one delivery attempt came to.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The platform accepted the invitation (`2xx`, or `409` for a repeated idempotency key).
+    Accepted,
+    /// A temporary failure; try again, no sooner than `retry_after` if given.
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// The platform rejected the request; retrying the same request will not help.
+    Permanent { error: String },
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    pub accepted: u64,
+    pub retried: u64,
+    pub dead: u64,
+}
+
+struct Shared {
+    wake: Notify,
+    running: AtomicBool,
+    stopping: AtomicBool,
+    stopped: Notify,
+    accepted: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
+}
+
+/// Handle to the running delivery worker.
+#[derive(Clone)]
+pub struct DeliveryHandle {
+    shared: Arc<Shared>,
+}
+
+impl DeliveryHandle {
+    /// Wakes the worker because a delivery was queued.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::Relaxed)
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            accepted: self.shared.accepted.load(Ordering::Relaxed),
+            retried: self.shared.retried.load(Ordering::Relaxed),
+            dead: self.shared.dead.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops taking new deliveries and waits up to 10 seconds for the worker
+    /// to end. Attempts still in flight are retried after a restart with the
+    /// same invitation id.
+    pub async fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+        if self.is_running() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.shared.stopped.notified()).await;
+        }
+    }
+}
+
+/// Starts the worker on the current tokio runtime.
+pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<DeliveryHandle, String> {
+    let platform = GenericPlatform::new(settings, token_key)?;
+    let shared = Arc::new(Shared {
+        wake: Notify::new(),
+        running: AtomicBool::new(true),
+        stopping: AtomicBool::new(false),
+        stopped: Notify::new(),
+        accepted: AtomicU64::new(0),
+        retried: AtomicU64::new(0),
+        dead: AtomicU64::new(0),
+    });
+    let worker = Worker {
+        shared: shared.clone(),
+        store,
+        platform: Arc::new(platform),
+        permits: Arc::new(Semaphore::new(settings.delivery_concurrency)),
+        concurrency: settings.delivery_concurrency,
+        horizon: settings.delivery_horizon,
+        in_flight: Arc::new(Mutex::new(HashSet::new())),
+    };
+    tokio::spawn(worker.run());
+    Ok(DeliveryHandle { shared })
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    store: Store,
+    platform: Arc<GenericPlatform>,
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    horizon: Duration,
+    in_flight: Arc<Mutex<HashSet<InvitationId>>>,
+}
+
+/// Longest sleep when nothing is queued; a safety net, since enqueueing wakes the worker.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
+
+impl Worker {
+    async fn run(self) {
+        tracing::info!(concurrency = self.concurrency, "delivery worker started");
+        while !self.shared.stopping.load(Ordering::SeqCst) {
+            let wait = match self.dispatch_due() {
+                Ok(wait) => wait,
+                Err(error) => {
+                    tracing::error!(%error, "delivery worker could not read the queue; trying again in 1 s");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.permits.acquire_many(self.concurrency as u32),
+        )
+        .await;
+        self.shared.running.store(false, Ordering::SeqCst);
+        self.shared.stopped.notify_waiters();
+        tracing::info!("delivery worker stopped");
+    }
+
+    /// Starts an attempt for every due delivery that is not in flight, as far
+    /// as permits allow, and returns how long to wait before looking again.
+    fn dispatch_due(&self) -> Result<Duration, crate::store::StoreError> {
+        let now = now_millis();
+        let in_flight_count = self.in_flight.lock().expect("in-flight set").len();
+        let due = self.store.due_deliveries(now, in_flight_count + self.concurrency)?;
+
+        for (key, delivery) in due {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            {
+                // The scan above may be older than an attempt that finished
+                // since: an attempt removes its queue entry before it leaves
+                // the in-flight set, so checking both under the lock sees it.
+                let mut in_flight = self.in_flight.lock().expect("in-flight set");
+                if in_flight.contains(&delivery.invitation_id) || !self.store.is_queued(&key)? {
+                    continue;
+                }
+                in_flight.insert(delivery.invitation_id.clone());
+            }
+
+            let attempt = Attempt {
+                shared: self.shared.clone(),
+                store: self.store.clone(),
+                platform: self.platform.clone(),
+                horizon: self.horizon,
+                in_flight: self.in_flight.clone(),
+            };
+            tokio::spawn(async move {
+                attempt.run(key, delivery).await;
+                drop(permit);
+            });
+        }
+
+        let next_due = self.store.next_due()?;
+        let now = now_millis();
+        Ok(match next_due {
+            Some(due) if due > now => Duration::from_millis((due - now) as u64).min(IDLE_WAIT),
+            // Everything due is in flight or waiting for a permit; a finished attempt wakes us.
+            Some(_) => Duration::from_secs(1),
+            None => IDLE_WAIT,
+        })
+    }
+}
+
+struct Attempt {
+    shared: Arc<Shared>,
+    store: Store,
+    platform: Arc<GenericPlatform>,
+    horizon: Duration,
+    in_flight: Arc<Mutex<HashSet<InvitationId>>>,
+}
+
+impl Attempt {
+    async fn run(self, key: Vec<u8>, mut delivery: QueuedDelivery) {
+        let id = delivery.invitation_id.clone();
+        let outcome = self.platform.send(&delivery).await;
+        let now = now_millis();
+
+        let result = match outcome {
+            Outcome::Accepted => {
+                self.shared.accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(invitation = %id, attempts = delivery.attempts + 1, "invitation delivered");
+                self.store.complete_delivery(&key, &id, now)
+            }
+            Outcome::Retry { error, retry_after } => {
+                delivery.attempts += 1;
+                delivery.last_error = Some(error.clone());
+                let delay = backoff(delivery.attempts, retry_after);
+                let deadline = delivery.created_at + self.horizon.as_millis() as Millis;
+                if now + delay.as_millis() as Millis > deadline {
+                    self.shared.dead.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(invitation = %id, attempts = delivery.attempts, %error, "delivery horizon passed; moved to dead letters");
+                    self.store.dead_letter(&key, &delivery)
+                } else {
+                    self.shared.retried.fetch_add(1, Ordering::Relaxed);
+                    delivery.next_attempt_at = now + delay.as_millis() as Millis;
+                    tracing::warn!(invitation = %id, attempts = delivery.attempts, retry_in_ms = delay.as_millis() as u64, %error, "delivery failed; will retry");
+                    self.store.reschedule_delivery(&key, &delivery)
+                }
+            }
+            Outcome::Permanent { error } => {
+                delivery.attempts += 1;
+                delivery.last_error = Some(error.clone());
+                self.shared.dead.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(invitation = %id, %error, "platform rejected the invitation; moved to dead letters");
+                self.store.dead_letter(&key, &delivery)
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(invitation = %id, %error, "could not record a delivery attempt; it will be tried again");
+        }
+
+        self.in_flight.lock().expect("in-flight set").remove(&id);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Delay before the next attempt: 0.5 s doubled per attempt, at most 10
+/// minutes, with jitter between half and the whole delay. A `Retry-After`
+/// from the platform is honoured up to one hour.
+pub fn backoff(attempts: u32, retry_after: Option<Duration>) -> Duration {
+    const BASE_MS: u64 = 500;
+    const MAX_MS: u64 = 10 * 60 * 1000;
+    let exponent = attempts.saturating_sub(1).min(20);
+    let ceiling = (BASE_MS << exponent).min(MAX_MS);
+    let jittered = rand::thread_rng().gen_range(ceiling / 2..=ceiling);
+    let delay = Duration::from_millis(jittered);
+    match retry_after {
+        Some(asked) => delay.max(asked.min(Duration::from_secs(3600))),
+        None => delay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempts in 1..40 {
+            let delay = backoff(attempts, None);
+            let ceiling = (500u64 << attempts.saturating_sub(1).min(20)).min(600_000);
+            assert!(delay.as_millis() as u64 <= ceiling, "attempt {attempts}: {delay:?}");
+            assert!(delay.as_millis() as u64 >= ceiling / 2, "attempt {attempts}: {delay:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_honours_retry_after_within_bounds() {
+        assert!(backoff(1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+        assert!(backoff(1, Some(Duration::from_secs(86_400))) <= Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,282 @@
+//! `alliance demo`: starts the real service on a temporary store (or uses a
+//! running one with `--target`), starts a simulated chat platform on
+//! loopback, replays the 2022 study through HTTP and prints the report.
+
+pub mod platform;
+pub mod replay;
+pub mod study;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::Args;
+use serde_json::json;
+
+use crate::cli::{CliError, Format, print_report};
+use crate::config::{RawSettings, Settings};
+use crate::report::Report;
+use crate::signature::WebhookSecret;
+use crate::startup;
+use platform::SimulatedPlatform;
+use replay::Replay;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Exit after printing the report instead of running until Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Replay against this running service instead of starting one. The
+    /// simulated platform then listens on the service's ALLIANCE_PLATFORM_URL,
+    /// and the secrets come from the same configuration as the service's.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// Concurrent requests of the replay.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Share of platform requests, 0 to 1, that the simulated platform fails with 503.
+    #[arg(long, default_value_t = 0.0)]
+    platform_failure_rate: f64,
+    /// Write a JSON summary of the replay (fingerprint, platform counts, timing) to this file.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+}
+
+/// Secrets shared by the replay, the simulated platform and the service.
+struct DemoSecrets {
+    webhook_secret: WebhookSecret,
+    platform_token: String,
+    signing_secret: WebhookSecret,
+    admin_token: String,
+}
+
+pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), CliError> {
+    if !(0.0..=1.0).contains(&arguments.platform_failure_rate) {
+        return Err(CliError::Failed(
+            "--platform-failure-rate must be between 0 and 1".into(),
+        ));
+    }
+    if arguments.concurrency == 0 {
+        return Err(CliError::Failed("--concurrency must be at least 1".into()));
+    }
+    let started = Instant::now();
+
+    // Keeps the temporary store alive until the demo ends.
+    let mut _temporary_store = None;
+    let mut running_service = None;
+    let (target, secrets, platform) = match &arguments.target {
+        None => {
+            let directory = tempfile::Builder::new()
+                .prefix("alliance-demo-")
+                .tempdir()
+                .map_err(|error| format!("cannot create a temporary store: {error}"))?;
+            let secrets = generate_secrets();
+            let platform = SimulatedPlatform::start(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                secrets.platform_token.clone(),
+                secrets.signing_secret.clone(),
+                arguments.platform_failure_rate,
+            )?;
+            let settings = demo_settings(config_file, directory.path(), &secrets, platform.address)?;
+            let application = startup::build(settings)?;
+            let target = format!("http://{}", application.address);
+            let handle = application.handle.clone();
+            let state = application.state.clone();
+            tokio::spawn(application.server);
+            running_service = Some((handle, state));
+            _temporary_store = Some(directory);
+            (target, secrets, platform)
+        }
+        Some(target) => {
+            let (settings, _) = crate::cli::service_settings(config_file)?;
+            let secrets = secrets_from(&settings)?;
+            let platform_address = platform_address(&settings)?;
+            let platform = SimulatedPlatform::start(
+                platform_address,
+                secrets.platform_token.clone(),
+                secrets.signing_secret.clone(),
+                arguments.platform_failure_rate,
+            )?;
+            (target.trim_end_matches('/').to_string(), secrets, platform)
+        }
+    };
+    let platform = Arc::new(platform);
+
+    eprintln!("Replaying the 2022 GroeiGids study against {target}");
+    let dataset = study::build();
+    let fingerprint = study::fingerprint(&study::pair_scores());
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(arguments.concurrency)
+        .build()
+        .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
+    let replay = Replay {
+        client: client.clone(),
+        target: target.clone(),
+        webhook_secret: secrets.webhook_secret.clone(),
+        platform: platform.clone(),
+        concurrency: arguments.concurrency,
+        retries: AtomicU64::new(0),
+    };
+
+    replay.send_webhooks(&dataset.chats).await?;
+    let webhooks_done = started.elapsed();
+    replay
+        .wait_for_invitations(dataset.chats.len() * 2, Duration::from_secs(300))
+        .await?;
+    replay.answer(&dataset.chats).await?;
+    let replay_done = started.elapsed();
+
+    let report = fetch_report(&client, &target, &secrets.admin_token).await?;
+    print_report(&report, arguments.format);
+
+    let stats = platform.stats();
+    eprintln!(
+        "Replayed {} chats in {:.1} s (webhooks {:.1} s); platform accepted {} invitations, \
+         {} repeated idempotency keys, {} invitations under several keys; dataset fingerprint {fingerprint}",
+        dataset.chats.len(),
+        replay_done.as_secs_f64(),
+        webhooks_done.as_secs_f64(),
+        stats.accepted,
+        stats.repeated_keys,
+        stats.invitations_with_several_keys,
+    );
+    if let Some(path) = &arguments.summary {
+        let summary = json!({
+            "chats": dataset.chats.len(),
+            "fingerprint": fingerprint,
+            "platform": stats,
+            "client_retries": replay.retries.load(std::sync::atomic::Ordering::Relaxed),
+            "replay_seconds": replay_done.as_secs_f64(),
+            "webhook_seconds": webhooks_done.as_secs_f64(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&summary).expect("JSON serialises"))
+            .map_err(|error| format!("cannot write summary {}: {error}", path.display()))?;
+    }
+
+    if running_service.is_some() {
+        // TODO: print a one-time dashboard login link once the dashboard exists.
+        eprintln!("The report as JSON: {target}/api/admin/report (Authorization: Bearer <admin token>)");
+    }
+    if !arguments.exit {
+        eprintln!("The service keeps running at {target}; press Ctrl-C to stop.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    if let Some((handle, state)) = running_service {
+        handle.stop(true).await;
+        state.delivery.stop().await;
+    }
+    platform.stop().await;
+    Ok(())
+}
+
+fn generate_secrets() -> DemoSecrets {
+    let random_hex = || crate::token::hex(&rand::random::<[u8; 32]>());
+    DemoSecrets {
+        webhook_secret: WebhookSecret::generate().0,
+        platform_token: random_hex(),
+        signing_secret: WebhookSecret::generate().0,
+        admin_token: random_hex(),
+    }
+}
+
+/// Settings of the demo's own service: loopback, a temporary store, the
+/// simulated platform, and fresh secrets that are never printed.
+fn demo_settings(
+    config_file: Option<&Path>,
+    data_dir: &Path,
+    secrets: &DemoSecrets,
+    platform: SocketAddr,
+) -> Result<Settings, CliError> {
+    let mut raw = RawSettings::load(config_file)?;
+    let overrides: [(&'static str, String); 8] = [
+        ("listen", "127.0.0.1:0".into()),
+        ("data_dir", data_dir.display().to_string()),
+        ("secret_key", STANDARD.encode(rand::random::<[u8; 32]>())),
+        ("webhook_secrets", secrets.webhook_secret.expose_text()),
+        ("platform_kind", "generic".into()),
+        ("platform_url", format!("http://{platform}")),
+        ("platform_token", secrets.platform_token.clone()),
+        ("platform_signing_secret", secrets.signing_secret.expose_text()),
+    ];
+    for (key, value) in overrides {
+        raw.set(key, value, "the demo".into());
+    }
+    raw.set("admin_token", secrets.admin_token.clone(), "the demo".into());
+    let settings = raw.validate()?;
+    settings.check_ready_to_serve()?;
+    Ok(settings)
+}
+
+fn secrets_from(settings: &Settings) -> Result<DemoSecrets, CliError> {
+    let missing = |name: &str| CliError::Failed(format!("--target needs {name}, the same value the service uses"));
+    Ok(DemoSecrets {
+        webhook_secret: settings
+            .webhook_secrets
+            .first()
+            .cloned()
+            .ok_or_else(|| missing("ALLIANCE_WEBHOOK_SECRETS"))?,
+        platform_token: settings
+            .platform_token
+            .as_ref()
+            .ok_or_else(|| missing("ALLIANCE_PLATFORM_TOKEN"))?
+            .expose()
+            .to_string(),
+        signing_secret: settings
+            .platform_signing_secret
+            .clone()
+            .ok_or_else(|| missing("ALLIANCE_PLATFORM_SIGNING_SECRET"))?,
+        admin_token: settings
+            .admin_token
+            .as_ref()
+            .ok_or_else(|| missing("ALLIANCE_ADMIN_TOKEN"))?
+            .expose()
+            .to_string(),
+    })
+}
+
+/// The loopback address of ALLIANCE_PLATFORM_URL, where the simulated platform listens.
+fn platform_address(settings: &Settings) -> Result<SocketAddr, CliError> {
+    let url = settings.platform_url.as_ref().ok_or_else(|| {
+        CliError::Failed("--target needs ALLIANCE_PLATFORM_URL: the simulated platform listens there".into())
+    })?;
+    let addresses = url
+        .socket_addrs(|| Some(80))
+        .map_err(|error| format!("cannot resolve ALLIANCE_PLATFORM_URL {url}: {error}"))?;
+    addresses
+        .into_iter()
+        .find(|address| address.ip().is_loopback())
+        .ok_or_else(|| {
+            CliError::Failed(format!(
+                "ALLIANCE_PLATFORM_URL {url} is not a loopback address; the simulated platform runs on loopback only"
+            ))
+        })
+}
+
+async fn fetch_report(client: &reqwest::Client, target: &str, admin_token: &str) -> Result<Report, CliError> {
+    let response = client
+        .get(format!("{target}/api/admin/report"))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+        .map_err(|error| format!("cannot fetch the report from {target}: {error}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(CliError::Failed(format!(
+            "the report request answered {status}: {text}"
+        )));
+    }
+    let value: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|error| format!("the report is not JSON: {error}"))?;
+    Report::from_json(value).map_err(|error| CliError::Failed(format!("the report has an unexpected shape: {error}")))
+}

@@ -1,0 +1,32 @@
+//! `alliance`: measures the online alliance of chat-based parenting support.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod config;
+mod delivery;
+mod demo;
+mod error;
+mod questionnaire;
+mod report;
+mod routes;
+mod signature;
+mod startup;
+mod store;
+mod telemetry;
+mod token;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let arguments = cli::Cli::parse();
+    telemetry::init(arguments.log_json);
+    match cli::run(arguments).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

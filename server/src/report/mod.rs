@@ -1,0 +1,591 @@
+//! The report: response funnels, matched pairs, per-item counts and agreement.
+//!
+//! Built by one scan over the stored chats. No report code reads the study
+//! data; the figures come only from what was answered through the API.
+
+pub mod agreement;
+pub mod calendar;
+pub mod text;
+
+use serde::{Deserialize, Serialize};
+
+use crate::questionnaire::{ITEM_COUNT, Instrument, Rating, Role};
+use crate::routes::questionnaire::time_text;
+use crate::store::records::{ChatRecord, InvitationRecord, Millis, ResponseStatus};
+use crate::store::{Store, StoreError};
+use agreement::{Table3, bootstrap, wilson};
+
+/// Seed of the bootstrap; fixed so that a report repeats exactly.
+pub const BOOTSTRAP_SEED: u64 = 20_220_630;
+
+/// Which chats a report covers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReportFilter {
+    /// First day included (Europe/Amsterdam), by the chat's end time.
+    pub from: Option<calendar::Date>,
+    /// Last day included.
+    pub to: Option<calendar::Date>,
+    pub organization: Option<String>,
+    pub topic: Option<String>,
+    pub child_age_group: Option<String>,
+    /// Organizations an admin token is limited to; `None` means all.
+    #[serde(skip)]
+    pub allowed_organizations: Option<Vec<String>>,
+}
+
+impl ReportFilter {
+    /// Parses the query values; dates are `YYYY-MM-DD`.
+    pub fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        organization: Option<String>,
+        topic: Option<String>,
+        child_age_group: Option<String>,
+    ) -> Result<Self, String> {
+        let date = |name: &str, value: Option<&str>| -> Result<Option<calendar::Date>, String> {
+            value
+                .map(|text| {
+                    calendar::Date::parse(text)
+                        .ok_or_else(|| format!("{name} = {text:?} is not a date; use YYYY-MM-DD, e.g. 2022-07-01"))
+                })
+                .transpose()
+        };
+        let filter = Self {
+            from: date("from", from)?,
+            to: date("to", to)?,
+            organization,
+            topic,
+            child_age_group,
+            allowed_organizations: None,
+        };
+        if let (Some(from), Some(to)) = (filter.from, filter.to) {
+            if from > to {
+                return Err(format!("from ({from}) is after to ({to})"));
+            }
+        }
+        Ok(filter)
+    }
+
+    pub fn limited_to(mut self, organizations: Option<Vec<String>>) -> Self {
+        self.allowed_organizations = organizations;
+        self
+    }
+
+    fn matches(&self, chat: &ChatRecord) -> bool {
+        if let Some(allowed) = &self.allowed_organizations {
+            if !chat
+                .organization
+                .as_ref()
+                .is_some_and(|organization| allowed.contains(organization))
+            {
+                return false;
+            }
+        }
+        let label_matches = |wanted: &Option<String>, actual: &Option<String>| match wanted {
+            Some(wanted) => actual.as_ref() == Some(wanted),
+            None => true,
+        };
+        if !label_matches(&self.organization, &chat.organization)
+            || !label_matches(&self.topic, &chat.topic)
+            || !label_matches(&self.child_age_group, &chat.child_age_group)
+        {
+            return false;
+        }
+        if self.from.is_none() && self.to.is_none() {
+            return true;
+        }
+        let Some(day) = calendar::amsterdam_date(&chat.ended_at) else {
+            return false;
+        };
+        self.from.is_none_or(|from| day >= from) && self.to.is_none_or(|to| day <= to)
+    }
+}
+
+/// One role's response funnel.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Funnel {
+    pub invited: u64,
+    pub opened: u64,
+    /// Responses with at least one answer.
+    pub started: u64,
+    /// Responses with item n answered, for n = 1 to 11.
+    pub items_answered: [u64; ITEM_COUNT],
+    pub complete: u64,
+    pub submitted: u64,
+    pub declined: u64,
+    pub expired: u64,
+}
+
+impl Funnel {
+    fn add(&mut self, invitation: &InvitationRecord, now: Millis) {
+        let response = &invitation.response;
+        self.invited += 1;
+        self.opened += u64::from(response.opened_at.is_some());
+        self.started += u64::from(response.is_started());
+        for (count, answer) in self.items_answered.iter_mut().zip(&response.answers) {
+            *count += u64::from(answer.is_some());
+        }
+        self.complete += u64::from(response.is_complete());
+        self.submitted += u64::from(response.submitted_at.is_some());
+        self.declined += u64::from(response.declined_at.is_some());
+        self.expired += u64::from(invitation.status(now) == ResponseStatus::Expired);
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Questionnaires {
+    pub parent: Funnel,
+    pub professional: Funnel,
+}
+
+/// A share with its Wilson 95% interval, in percent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Rate {
+    pub count: u64,
+    pub of: u64,
+    pub percent: Option<f64>,
+    pub ci95: Option<[f64; 2]>,
+}
+
+impl Rate {
+    fn new(count: u64, of: u64) -> Self {
+        Self {
+            count,
+            of,
+            percent: percent(count, of),
+            ci95: wilson(count, of).map(|(lo, hi)| [round2(lo * 100.0), round2(hi * 100.0)]),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Rates {
+    /// Complete parent responses per chat.
+    pub parent: Rate,
+    /// Complete professional responses per chat.
+    pub professional: Rate,
+    /// Matched pairs per chat.
+    pub pairs: Rate,
+}
+
+/// How chats split by which sides completed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Pairing {
+    pub both: u64,
+    pub parent_only: u64,
+    pub professional_only: u64,
+    pub neither: u64,
+}
+
+/// Answers per rating for one item and role.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RatingCounts {
+    pub insufficient: u64,
+    pub sufficient: u64,
+    pub good: u64,
+}
+
+impl RatingCounts {
+    fn add(&mut self, rating: Rating) {
+        match rating {
+            Rating::Insufficient => self.insufficient += 1,
+            Rating::Sufficient => self.sufficient += 1,
+            Rating::Good => self.good += 1,
+        }
+    }
+}
+
+/// One coefficient with its bootstrap interval (and analytic standard error
+/// where one is defined).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Coefficient {
+    pub value: Option<f64>,
+    pub ci95: Option<[f64; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub se: Option<f64>,
+}
+
+/// Agreement between parent and professional on one 3×3 table.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TableAgreement {
+    /// Rows: parent insufficient, sufficient, good; columns: the same for the professional.
+    pub table: [[u64; 3]; 3],
+    pub n: u64,
+    pub percent: Option<f64>,
+    pub chance: Option<f64>,
+    pub kappa: Coefficient,
+    pub kappa_linear: Coefficient,
+    pub kappa_quadratic: Coefficient,
+    pub kappa_max: Coefficient,
+    pub ac1: Coefficient,
+    pub ac2_quadratic: Coefficient,
+    pub alpha_ordinal: Coefficient,
+    pub mean_difference: Coefficient,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ItemReport {
+    pub number: u8,
+    pub parent: RatingCounts,
+    pub professional: RatingCounts,
+    pub agreement: TableAgreement,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CategoryAgreement {
+    pub agreeing: u64,
+    pub pairs: u64,
+    pub percent: Option<f64>,
+    pub ci95: Option<[f64; 2]>,
+    /// Rows: the parent's overall category; columns: the professional's.
+    pub table: [[u64; 3]; 3],
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ItemAgreement {
+    pub agreeing: u64,
+    pub answers: u64,
+    pub percent: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AllItemsAgreement {
+    pub agreeing: u64,
+    pub pairs: u64,
+    pub percent: Option<f64>,
+}
+
+/// Category, item and all-items agreement over a set of items.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AgreementSet {
+    pub category: CategoryAgreement,
+    pub items: ItemAgreement,
+    pub all_items: AllItemsAgreement,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Subscales {
+    pub personal_bond: AgreementSet,
+    pub goals_and_approach: AgreementSet,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Agreement {
+    #[serde(flatten)]
+    pub overall: AgreementSet,
+    /// Chance-corrected coefficients on the pooled table of every pair's 11 item answers.
+    pub pooled: TableAgreement,
+    /// Chance-corrected coefficients on the table of the pairs' overall categories.
+    pub category_coefficients: TableAgreement,
+    pub subscales: Subscales,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Bootstrap {
+    pub resamples: usize,
+    pub seed: u64,
+    pub unit: String,
+}
+
+/// The whole report; the JSON of `GET /api/admin/report`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub generated_at: String,
+    pub filter: ReportFilter,
+    pub chats: u64,
+    pub chats_ineligible: u64,
+    pub questionnaires: Questionnaires,
+    pub rates: Rates,
+    pub pairs: u64,
+    pub pairing: Pairing,
+    pub items: Vec<ItemReport>,
+    pub agreement: Agreement,
+    pub bootstrap: Bootstrap,
+}
+
+/// The two complete responses of one matched pair, as scores 0–2.
+struct Pair {
+    parent: [u8; ITEM_COUNT],
+    professional: [u8; ITEM_COUNT],
+}
+
+/// Builds the report over the chats that `filter` selects. `now` decides
+/// which open invitations count as expired.
+pub fn build(store: &Store, filter: &ReportFilter, now: Millis) -> Result<Report, StoreError> {
+    let mut chats = 0;
+    let mut chats_ineligible = 0;
+    let mut questionnaires = Questionnaires::default();
+    let mut pairing = Pairing::default();
+    let mut pairs: Vec<Pair> = Vec::new();
+
+    for entry in store.chats() {
+        let (_, chat) = entry?;
+        if !filter.matches(&chat) {
+            continue;
+        }
+        if !chat.eligible {
+            chats_ineligible += 1;
+            continue;
+        }
+        chats += 1;
+
+        let mut complete: [Option<[Rating; ITEM_COUNT]>; 2] = [None, None];
+        for (slot, role) in complete.iter_mut().zip(Role::BOTH) {
+            let Some(invitation) = store.invitation(chat.invitation(role))? else {
+                tracing::warn!(role = %role, "chat has no stored invitation for a role; skipped in the funnel");
+                continue;
+            };
+            let funnel = match role {
+                Role::Parent => &mut questionnaires.parent,
+                Role::Professional => &mut questionnaires.professional,
+            };
+            funnel.add(&invitation, now);
+            *slot = invitation.response.ratings();
+        }
+
+        match complete {
+            [Some(parent), Some(professional)] => {
+                pairing.both += 1;
+                pairs.push(Pair {
+                    parent: parent.map(Rating::score),
+                    professional: professional.map(Rating::score),
+                });
+            }
+            [Some(_), None] => pairing.parent_only += 1,
+            [None, Some(_)] => pairing.professional_only += 1,
+            [None, None] => pairing.neither += 1,
+        }
+    }
+
+    let instrument = Instrument::get();
+    let all_items: Vec<u8> = (1..=ITEM_COUNT as u8).collect();
+    let overall = agreement_set(&pairs, &all_items);
+    let personal_bond = agreement_set(&pairs, instrument.personal_bond());
+    let goals_and_approach = agreement_set(&pairs, instrument.goals_and_approach());
+
+    let items = (0..ITEM_COUNT).map(|index| item_report(&pairs, index)).collect();
+
+    let pooled_per_chat: Vec<Table3> = pairs
+        .iter()
+        .map(|pair| {
+            let mut table = Table3::default();
+            for (parent, professional) in pair.parent.iter().zip(&pair.professional) {
+                record(&mut table, *parent, *professional);
+            }
+            table
+        })
+        .collect();
+    let category_per_chat: Vec<Table3> = pairs
+        .iter()
+        .map(|pair| {
+            let mut table = Table3::default();
+            record(
+                &mut table,
+                category(&pair.parent, &all_items),
+                category(&pair.professional, &all_items),
+            );
+            table
+        })
+        .collect();
+
+    Ok(Report {
+        generated_at: time_text(now),
+        filter: filter.clone(),
+        chats,
+        chats_ineligible,
+        rates: Rates {
+            parent: Rate::new(questionnaires.parent.complete, chats),
+            professional: Rate::new(questionnaires.professional.complete, chats),
+            pairs: Rate::new(pairing.both, chats),
+        },
+        questionnaires,
+        pairs: pairing.both,
+        pairing,
+        items,
+        agreement: Agreement {
+            overall,
+            pooled: table_agreement(&pooled_per_chat),
+            category_coefficients: table_agreement(&category_per_chat),
+            subscales: Subscales {
+                personal_bond,
+                goals_and_approach,
+            },
+        },
+        bootstrap: Bootstrap {
+            resamples: agreement::DEFAULT_RESAMPLES,
+            seed: BOOTSTRAP_SEED,
+            unit: "chat".into(),
+        },
+    })
+}
+
+fn record(table: &mut Table3, parent: u8, professional: u8) {
+    table.record(parent, professional).expect("scores are 0 to 2");
+}
+
+/// A side's overall category over `items` (numbers 1–11): the lower median
+/// of its scores, i.e. the 6th of 11, the 4th of 8 and the 2nd of 3 sorted values.
+fn category(scores: &[u8; ITEM_COUNT], items: &[u8]) -> u8 {
+    let mut selected: Vec<u8> = items.iter().map(|item| scores[usize::from(*item) - 1]).collect();
+    selected.sort_unstable();
+    selected[(selected.len() - 1) / 2]
+}
+
+fn agreement_set(pairs: &[Pair], items: &[u8]) -> AgreementSet {
+    let mut category_table = Table3::default();
+    let mut item_agreeing = 0;
+    let mut all_agreeing = 0;
+    for pair in pairs {
+        record(
+            &mut category_table,
+            category(&pair.parent, items),
+            category(&pair.professional, items),
+        );
+        let same = items
+            .iter()
+            .filter(|item| pair.parent[usize::from(**item) - 1] == pair.professional[usize::from(**item) - 1])
+            .count() as u64;
+        item_agreeing += same;
+        all_agreeing += u64::from(same == items.len() as u64);
+    }
+    let n = pairs.len() as u64;
+    let agreeing = category_table.agreements();
+    let answers = n * items.len() as u64;
+    AgreementSet {
+        category: CategoryAgreement {
+            agreeing,
+            pairs: n,
+            percent: percent(agreeing, n),
+            ci95: wilson(agreeing, n).map(|(lo, hi)| [round2(lo * 100.0), round2(hi * 100.0)]),
+            table: category_table.counts,
+        },
+        items: ItemAgreement {
+            agreeing: item_agreeing,
+            answers,
+            percent: percent(item_agreeing, answers),
+        },
+        all_items: AllItemsAgreement {
+            agreeing: all_agreeing,
+            pairs: n,
+            percent: percent(all_agreeing, n),
+        },
+    }
+}
+
+fn item_report(pairs: &[Pair], index: usize) -> ItemReport {
+    let mut parent = RatingCounts::default();
+    let mut professional = RatingCounts::default();
+    let per_chat: Vec<Table3> = pairs
+        .iter()
+        .map(|pair| {
+            let (p, q) = (pair.parent[index], pair.professional[index]);
+            parent.add(Rating::from_score(p).expect("score 0 to 2"));
+            professional.add(Rating::from_score(q).expect("score 0 to 2"));
+            let mut table = Table3::default();
+            record(&mut table, p, q);
+            table
+        })
+        .collect();
+    ItemReport {
+        number: index as u8 + 1,
+        parent,
+        professional,
+        agreement: table_agreement(&per_chat),
+    }
+}
+
+/// Coefficients on the sum of per-chat tables, with intervals from a
+/// bootstrap that resamples chats.
+fn table_agreement(per_chat: &[Table3]) -> TableAgreement {
+    let table: Table3 = per_chat.iter().sum();
+    let values = table.coefficients();
+    let intervals = bootstrap(per_chat, agreement::DEFAULT_RESAMPLES, BOOTSTRAP_SEED);
+    let coefficient = |value: Option<f64>, ci: Option<(f64, f64)>, se: Option<f64>| Coefficient {
+        value: value.map(round6),
+        ci95: ci.map(|(lo, hi)| [round6(lo), round6(hi)]),
+        se: se.map(round6),
+    };
+    TableAgreement {
+        table: table.counts,
+        n: table.total(),
+        percent: values.percent.map(round2),
+        chance: values.chance.map(round2),
+        kappa: coefficient(values.kappa, intervals.kappa, values.kappa_se),
+        kappa_linear: coefficient(values.kappa_linear, intervals.kappa_linear, None),
+        kappa_quadratic: coefficient(values.kappa_quadratic, intervals.kappa_quadratic, None),
+        kappa_max: coefficient(values.kappa_max, intervals.kappa_max, None),
+        ac1: coefficient(values.ac1, intervals.ac1, values.ac1_se),
+        ac2_quadratic: coefficient(values.ac2_quadratic, intervals.ac2_quadratic, None),
+        alpha_ordinal: coefficient(values.alpha_ordinal, intervals.alpha_ordinal, None),
+        mean_difference: coefficient(values.mean_difference, intervals.mean_difference, None),
+    }
+}
+
+/// Share in percent with two decimals; `None` when `of` is 0.
+fn percent(count: u64, of: u64) -> Option<f64> {
+    (of > 0).then(|| round2(count as f64 * 100.0 / of as f64))
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn round6(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn category_is_lower_median() {
+        let scores = [2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 0];
+        assert_eq!(category(&scores, &(1..=11).collect::<Vec<u8>>()), 1);
+        let scores = [2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1];
+        assert_eq!(category(&scores, &(1..=11).collect::<Vec<u8>>()), 2);
+        // Personal bond items 1–5 and 7–9: four 2s and four 1s give the 4th value, 1.
+        let scores = [2, 2, 2, 2, 1, 0, 1, 1, 1, 0, 0];
+        assert_eq!(category(&scores, &[1, 2, 3, 4, 5, 7, 8, 9]), 1);
+        // Goals and approach items 6, 10, 11: the 2nd of three.
+        let scores = [0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 2];
+        assert_eq!(category(&scores, &[6, 10, 11]), 2);
+    }
+
+    #[test]
+    fn agreement_set_counts_items_and_all_items() {
+        let pairs = vec![
+            Pair {
+                parent: [2; 11],
+                professional: [2; 11],
+            },
+            Pair {
+                parent: [2; 11],
+                professional: [1; 11],
+            },
+            Pair {
+                parent: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2],
+                professional: [1; 11],
+            },
+        ];
+        let set = agreement_set(&pairs, &(1..=11).collect::<Vec<u8>>());
+        assert_eq!(set.category.agreeing, 2);
+        assert_eq!(set.items.agreeing, 11 + 10);
+        assert_eq!(set.items.answers, 33);
+        assert_eq!(set.all_items.agreeing, 1);
+        assert_eq!(set.category.percent, Some(66.67));
+    }
+
+    #[test]
+    fn percent_rounds_to_two_decimals() {
+        assert_eq!(percent(135, 218), Some(61.93));
+        assert_eq!(percent(1, 0), None);
+    }
+}
+
+impl Report {
+    /// Reads a report from its JSON, as a running service returns it.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+}

@@ -1,0 +1,59 @@
+//! Liveness, readiness and metrics.
+
+use actix_web::{HttpRequest, HttpResponse, get, web};
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// Ready when the store answers and the delivery worker runs; a failing
+/// platform does not make the service unready.
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let store_ok = state.store.is_healthy();
+    let worker_ok = state.delivery.is_running();
+    let body = serde_json::json!({ "store": store_ok, "delivery_worker": worker_ok });
+    if store_ok && worker_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus text format.
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.admin_scope(&request)?;
+    let counters = state.delivery.counters();
+    let mut text = String::new();
+    text.push_str("# HELP alliance_chats_stored Chats in the store.\n# TYPE alliance_chats_stored gauge\n");
+    text.push_str(&format!("alliance_chats_stored {}\n", state.store.chat_count()));
+    text.push_str("# HELP alliance_deliveries_pending Invitations waiting for delivery.\n# TYPE alliance_deliveries_pending gauge\n");
+    text.push_str(&format!("alliance_deliveries_pending {}\n", state.store.queue_len()));
+    for (name, help, value) in [
+        (
+            "alliance_deliveries_accepted_total",
+            "Deliveries the platform accepted.",
+            counters.accepted,
+        ),
+        (
+            "alliance_deliveries_retried_total",
+            "Delivery attempts that failed and were rescheduled.",
+            counters.retried,
+        ),
+        (
+            "alliance_deliveries_dead_total",
+            "Deliveries moved to the dead-letter list.",
+            counters.dead,
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
+}

@@ -1,0 +1,130 @@
+//! The hosted questionnaire page and the plugin's files, embedded at build time.
+
+use std::sync::OnceLock;
+
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::startup::AppState;
+use crate::token::hex;
+
+const WIDGET_JS: &str = include_str!("../../../widget/src/alliance-questionnaire.js");
+const PAGE_CSS: &str = include_str!("../../../widget/pages/page.css");
+const QUESTIONNAIRE_HTML: &str = include_str!("../../../widget/pages/questionnaire.html");
+
+/// Version of the embedded assets: a short hash of their content, so a
+/// versioned URL can be cached for a year.
+pub fn asset_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let mut hasher = Sha256::new();
+        hasher.update(WIDGET_JS.as_bytes());
+        hasher.update(PAGE_CSS.as_bytes());
+        hex(&hasher.finalize()[..6])
+    })
+}
+
+/// Security headers shared by every page.
+fn page_headers(state: &AppState, response: &mut actix_web::HttpResponseBuilder) {
+    let ancestors = if state.settings.platform_origins.is_empty() {
+        "'self'".to_string()
+    } else {
+        format!("'self' {}", state.settings.platform_origins.join(" "))
+    };
+    let policy = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+         frame-ancestors {ancestors}; base-uri 'none'; form-action 'none'"
+    );
+    response
+        .insert_header(("Content-Security-Policy", policy))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header((CACHE_CONTROL, "no-store"));
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    lang: Option<String>,
+}
+
+/// `GET /q/{token}`: the hosted questionnaire, in Dutch unless `?lang=en`.
+/// The page request does not count as opened; the plugin's API call does,
+/// because link previews fetch pages too.
+#[get("/q/{token}")]
+pub async fn questionnaire_page(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> HttpResponse {
+    let safe = !token.is_empty()
+        && token.len() <= 128
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let token = if safe { token.as_str() } else { "" };
+    let lang = if query.lang.as_deref() == Some("en") {
+        "en"
+    } else {
+        "nl"
+    };
+
+    let html = QUESTIONNAIRE_HTML
+        .replace("{{TOKEN}}", token)
+        .replace("{{LANG}}", lang)
+        .replace("{{VERSION}}", asset_version());
+
+    let mut response = HttpResponse::Ok();
+    page_headers(&state, &mut response);
+    response
+        .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .body(html)
+}
+
+#[derive(Deserialize)]
+pub struct AssetQuery {
+    v: Option<String>,
+}
+
+fn asset(request: &HttpRequest, query: &AssetQuery, content_type: &str, body: &'static str) -> HttpResponse {
+    let cache = if query.v.as_deref() == Some(asset_version()) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "public, max-age=300"
+    };
+    let etag = format!("\"{}\"", asset_version());
+    let not_modified = request
+        .headers()
+        .get("if-none-match")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value == etag);
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((CONTENT_TYPE, content_type))
+        .insert_header((CACHE_CONTROL, cache))
+        .insert_header(("ETag", etag))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Access-Control-Allow-Origin", "*"));
+    if not_modified {
+        response.finish()
+    } else {
+        response.body(body)
+    }
+}
+
+/// `GET /widget/alliance-questionnaire.js`: the plugin, an ES module.
+#[get("/widget/alliance-questionnaire.js")]
+pub async fn widget_script(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
+    asset(&request, &query, "text/javascript; charset=utf-8", WIDGET_JS)
+}
+
+/// `GET /widget/page.css`: the hosted page's own styles.
+#[get("/widget/page.css")]
+pub async fn page_stylesheet(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
+    asset(&request, &query, "text/css; charset=utf-8", PAGE_CSS)
+}

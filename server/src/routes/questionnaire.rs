@@ -1,0 +1,354 @@
+//! The questionnaire API that the plugin calls: read, answer item by item,
+//! submit, decline. Every path carries a token, checked before any lookup.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, put, route, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::questionnaire::{ITEM_COUNT, Instrument, ItemNumber, Lang, Rating};
+use crate::routes::{parse_json_value, read_body};
+use crate::startup::AppState;
+use crate::store::UpdateError;
+use crate::store::records::{Answer, InvitationRecord, Millis, ResponseStatus};
+use crate::token::InvitationId;
+
+/// Largest questionnaire API body: a comment of 1000 characters fits many times.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Longest comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 1000;
+
+fn not_found() -> ApiError {
+    ApiError::not_found("this questionnaire link is not valid; use the link from the chat")
+}
+
+fn expired() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "expired",
+        "this questionnaire has closed; it can no longer be answered",
+    )
+}
+
+fn already_submitted() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "already_submitted",
+        "these answers were already sent and cannot be changed",
+    )
+}
+
+fn already_declined() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "already_declined",
+        "this questionnaire was declined and cannot be answered",
+    )
+}
+
+fn invitation_id(state: &AppState, token: &str) -> Result<InvitationId, ApiError> {
+    state.token_key.verify(token).ok_or_else(not_found)
+}
+
+/// Maps a failed update to its HTTP error.
+fn update_failed(error: UpdateError<ApiError>) -> ApiError {
+    match error {
+        UpdateError::NotFound => not_found(),
+        UpdateError::Rejected(error) => error,
+        UpdateError::Store(error) => error.into(),
+    }
+}
+
+/// Rejects changes to a questionnaire that is submitted, declined or expired.
+fn require_open(record: &InvitationRecord, now: Millis) -> Result<(), ApiError> {
+    match record.status(now) {
+        ResponseStatus::Submitted => Err(already_submitted()),
+        ResponseStatus::Declined => Err(already_declined()),
+        ResponseStatus::Expired => Err(expired()),
+        ResponseStatus::Open | ResponseStatus::Complete => Ok(()),
+    }
+}
+
+fn answers_json(record: &InvitationRecord) -> Value {
+    let mut answers = serde_json::Map::new();
+    for (index, answer) in record.response.answers.iter().enumerate() {
+        if let Some(answer) = answer {
+            answers.insert((index + 1).to_string(), json!(answer.rating.as_str()));
+        }
+    }
+    Value::Object(answers)
+}
+
+fn no_store(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+pub struct LangQuery {
+    lang: Option<String>,
+}
+
+/// `GET /api/questionnaires/{token}`: the items in the role's wording, the
+/// answers so far and the status. The first call marks the invitation opened.
+#[get("/api/questionnaires/{token}")]
+pub async fn get_questionnaire(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    query: web::Query<LangQuery>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = invitation_id(&state, &token)?;
+    let now = state.now_millis();
+
+    let (_, record) = state
+        .store
+        .update_invitation(&id, |record| {
+            if record.response.opened_at.is_none() {
+                record.response.opened_at = Some(now);
+            }
+            Ok::<_, ApiError>(())
+        })
+        .map_err(update_failed)?;
+    state.store.flush().await?;
+
+    let status = record.status(now);
+    if status == ResponseStatus::Expired {
+        return Err(expired());
+    }
+
+    let lang = match query.lang.as_deref() {
+        Some(lang) => Lang::from_locale(lang),
+        None => Lang::from_locale(&record.locale),
+    };
+    let instrument = Instrument::get();
+    let body = json!({
+        "role": record.role,
+        "locale": record.locale,
+        "lang": lang.as_str(),
+        "status": status,
+        "stem": instrument.stem(record.role, lang),
+        "scale": instrument.scale(lang),
+        "items": instrument.items(record.role, lang),
+        "answers": answers_json(&record),
+        "comment_max_chars": MAX_COMMENT_CHARS,
+        "nurse_feedback": false,
+        "privacy_url": Value::Null,
+        "expires_at": time_text(record.expires_at),
+    });
+    Ok(with_cors(&state, &request, no_store(HttpResponse::Ok().json(body))))
+}
+
+#[derive(Deserialize)]
+pub struct ItemPath {
+    token: String,
+    item: String,
+}
+
+/// `PUT /api/questionnaires/{token}/items/{n}` with `{"rating": "good"}`.
+#[put("/api/questionnaires/{token}/items/{item}")]
+pub async fn put_item(
+    state: web::Data<AppState>,
+    path: web::Path<ItemPath>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = invitation_id(&state, &path.token)?;
+    let item = ItemNumber::parse(&path.item).map_err(|problem| ApiError::unprocessable("invalid_item", problem))?;
+
+    let body = read_body(&request, payload, MAX_BODY_BYTES).await?;
+    let value = parse_json_value(&body)?;
+    let rating = match value.get("rating") {
+        Some(Value::String(text)) => {
+            Rating::parse(text).map_err(|problem| ApiError::unprocessable("invalid_rating", problem))?
+        }
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "invalid_rating",
+                "field \"rating\" must be a string",
+            ));
+        }
+        None => {
+            return Err(ApiError::unprocessable(
+                "invalid_rating",
+                "field \"rating\" is missing; send {\"rating\": \"insufficient\" | \"sufficient\" | \"good\"}",
+            ));
+        }
+    };
+
+    let now = state.now_millis();
+    let (_, record) = state
+        .store
+        .update_invitation(&id, |record| {
+            require_open(record, now)?;
+            let slot = &mut record.response.answers[item.index()];
+            if slot.map(|answer| answer.rating) != Some(rating) {
+                *slot = Some(Answer { rating, at: now });
+            }
+            if record.response.opened_at.is_none() {
+                record.response.opened_at = Some(now);
+            }
+            if record.response.is_complete() && record.response.completed_at.is_none() {
+                record.response.completed_at = Some(now);
+            }
+            Ok(())
+        })
+        .map_err(update_failed)?;
+    state.store.flush().await?;
+
+    let body = json!({ "status": record.status(now), "answers": answers_json(&record) });
+    Ok(with_cors(&state, &request, no_store(HttpResponse::Ok().json(body))))
+}
+
+/// `POST /api/questionnaires/{token}/submit` with an optional comment:
+/// locks the answers once all 11 are given.
+#[post("/api/questionnaires/{token}/submit")]
+pub async fn submit(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = invitation_id(&state, &token)?;
+    let body = read_body(&request, payload, MAX_BODY_BYTES).await?;
+    let comment = parse_comment(&body)?;
+
+    let now = state.now_millis();
+    state
+        .store
+        .update_invitation(&id, |record| {
+            require_open(record, now)?;
+            let missing: Vec<usize> = record
+                .response
+                .answers
+                .iter()
+                .enumerate()
+                .filter(|(_, answer)| answer.is_none())
+                .map(|(index, _)| index + 1)
+                .collect();
+            if !missing.is_empty() {
+                let list = missing.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+                return Err(ApiError::unprocessable(
+                    "incomplete",
+                    format!("items {list} are not answered yet; answer all {ITEM_COUNT} items, then submit"),
+                )
+                .with_details(json!({ "missing": missing })));
+            }
+            record.response.submitted_at = Some(now);
+            record.response.comment = comment.clone();
+            Ok(())
+        })
+        .map_err(update_failed)?;
+    state.store.flush().await?;
+    tracing::info!(invitation = %id, "response submitted");
+
+    Ok(with_cors(
+        &state,
+        &request,
+        no_store(HttpResponse::Ok().json(json!({ "status": "submitted" }))),
+    ))
+}
+
+fn parse_comment(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value = parse_json_value(body)?;
+    match value.get("comment") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            let count = text.chars().count();
+            if count > MAX_COMMENT_CHARS {
+                return Err(ApiError::unprocessable(
+                    "comment_too_long",
+                    format!("the comment has {count} characters; the limit is {MAX_COMMENT_CHARS}"),
+                ));
+            }
+            Ok(Some(text.trim().to_string()).filter(|text| !text.is_empty()))
+        }
+        Some(_) => Err(ApiError::unprocessable(
+            "invalid_comment",
+            "field \"comment\" must be a string",
+        )),
+    }
+}
+
+/// `POST /api/questionnaires/{token}/decline`: "nee, liever niet". Repeating it is harmless.
+#[post("/api/questionnaires/{token}/decline")]
+pub async fn decline(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = invitation_id(&state, &token)?;
+    let now = state.now_millis();
+    state
+        .store
+        .update_invitation(&id, |record| {
+            if record.response.declined_at.is_some() {
+                return Ok(());
+            }
+            require_open(record, now)?;
+            record.response.declined_at = Some(now);
+            Ok(())
+        })
+        .map_err(update_failed)?;
+    state.store.flush().await?;
+    tracing::info!(invitation = %id, "questionnaire declined");
+
+    Ok(with_cors(
+        &state,
+        &request,
+        no_store(HttpResponse::Ok().json(json!({ "status": "declined" }))),
+    ))
+}
+
+/// CORS preflight for platforms that embed the plugin on their own origin.
+#[route("/api/questionnaires/{tail:.*}", method = "OPTIONS")]
+pub async fn preflight(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+    let mut response = HttpResponse::NoContent();
+    if allowed_origin(&state, &request).is_some() {
+        response
+            .insert_header(("Access-Control-Allow-Methods", "GET, PUT, POST"))
+            .insert_header(("Access-Control-Allow-Headers", "Content-Type"))
+            .insert_header(("Access-Control-Max-Age", "600"));
+    }
+    with_cors(&state, &request, response.finish())
+}
+
+fn allowed_origin(state: &AppState, request: &HttpRequest) -> Option<String> {
+    let origin = request.headers().get("origin")?.to_str().ok()?;
+    state
+        .settings
+        .platform_origins
+        .iter()
+        .find(|allowed| *allowed == origin)
+        .cloned()
+}
+
+fn with_cors(state: &AppState, request: &HttpRequest, mut response: HttpResponse) -> HttpResponse {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    if let Some(origin) = allowed_origin(state, request) {
+        if let Ok(value) = HeaderValue::from_str(&origin) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("access-control-allow-origin"), value);
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("vary"), HeaderValue::from_static("Origin"));
+        }
+    }
+    response
+}
+
+pub fn time_text(millis: Millis) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|time| time.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

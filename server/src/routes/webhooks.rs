@@ -1,0 +1,310 @@
+//! Inbound webhooks from the chat platform.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::questionnaire::Role;
+use crate::routes::{parse_json_value, read_body};
+use crate::signature::{self, VerifyError};
+use crate::startup::AppState;
+use crate::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
+use crate::store::{ChatAcceptance, NewChat};
+use crate::token::InvitationId;
+
+/// Largest accepted webhook body.
+pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+
+const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
+
+/// `POST /webhooks/chat-ended`: a Standard Webhooks signed `chat.ended` event.
+/// The checks run in the documented order and the first failure answers.
+#[post("/webhooks/chat-ended")]
+pub async fn chat_ended(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&request, payload, MAX_WEBHOOK_BYTES).await?;
+    let (id, _timestamp) = verify_standard_webhook(&state, &request, &body)?;
+
+    require_json_content_type(&request)?;
+    let event = parse_json_value(&body)?;
+    let Some(kind) = event.get("type").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request(
+            "invalid_payload",
+            "field \"type\" is missing or not a string",
+        ));
+    };
+    if kind != "chat.ended" {
+        tracing::debug!(webhook_id = %id, event_type = kind, "ignored webhook of another type");
+        return Ok(HttpResponse::Ok().json(json!({ "status": "ignored", "reason": "event type is not chat.ended" })));
+    }
+    let chat = ChatEnded::parse(&event)?;
+
+    let now = state.now_millis();
+    let chat_key = state.pseudonym_key.pseudonym("chat", &chat.chat_id);
+    let expires_at = now + state.settings.questionnaire_expiry.as_millis() as i64;
+    let parent_id = InvitationId::generate();
+    let professional_id = InvitationId::generate();
+
+    let record = ChatRecord {
+        received_at: now,
+        ended_at: chat.ended_at.clone(),
+        organization: chat.organization.clone(),
+        topic: chat.topic.clone(),
+        child_age_group: chat.child_age_group.clone(),
+        locale: chat.locale.clone(),
+        eligible: true,
+        parent_invitation: parent_id.clone(),
+        professional_invitation: professional_id.clone(),
+    };
+    let invitation = |id: &InvitationId, role: Role| InvitationRecord {
+        id: id.clone(),
+        chat: chat_key.clone(),
+        role,
+        locale: chat.locale.clone(),
+        created_at: now,
+        expires_at,
+        delivery: DeliveryStatus::Pending,
+        delivered_at: None,
+        response: Response::default(),
+    };
+    let delivery = |id: &InvitationId, role: Role, participant: &str| QueuedDelivery {
+        invitation_id: id.clone(),
+        role,
+        chat_id: chat.chat_id.clone(),
+        participant_id: participant.to_string(),
+        locale: chat.locale.clone(),
+        attempts: 0,
+        created_at: now,
+        next_attempt_at: now,
+        last_error: None,
+    };
+    let invitations = [
+        invitation(&parent_id, Role::Parent),
+        invitation(&professional_id, Role::Professional),
+    ];
+    let deliveries = [
+        delivery(&parent_id, Role::Parent, &chat.parent_participant),
+        delivery(&professional_id, Role::Professional, &chat.professional_participant),
+    ];
+
+    let acceptance = state.store.accept_chat(NewChat {
+        webhook_id: &id,
+        chat_key: &chat_key,
+        chat: &record,
+        invitations: &invitations,
+        deliveries: &deliveries,
+        now,
+    })?;
+    state.store.flush().await?;
+
+    let chat_log = &chat_key[..16];
+    match acceptance {
+        ChatAcceptance::New => {
+            state.delivery.wake();
+            tracing::info!(webhook_id = %id, chat = chat_log, "accepted chat");
+            Ok(HttpResponse::Accepted().json(json!({ "status": "accepted" })))
+        }
+        ChatAcceptance::DuplicateWebhook => {
+            tracing::info!(webhook_id = %id, "webhook id already accepted");
+            Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "webhook-id already accepted" })))
+        }
+        ChatAcceptance::KnownChat => {
+            tracing::info!(webhook_id = %id, chat = chat_log, "chat already known");
+            Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "chat already known" })))
+        }
+    }
+}
+
+/// Runs the header, timestamp and signature checks of a Standard Webhooks
+/// request and returns its id and timestamp.
+pub fn verify_standard_webhook(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &[u8],
+) -> Result<(String, i64), ApiError> {
+    for name in SIGNATURE_HEADERS {
+        if request.headers().get_all(name).count() > 1 {
+            return Err(ApiError::bad_request(
+                "duplicate_header",
+                format!("header {name} is given more than once; send it once"),
+            ));
+        }
+    }
+
+    let mut values = [""; 3];
+    for (slot, name) in values.iter_mut().zip(SIGNATURE_HEADERS) {
+        let value = request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        if value.is_empty() {
+            return Err(ApiError::unauthorized(
+                "missing_signature_headers",
+                format!(
+                    "header {name} is missing or empty; sign the request with Standard Webhooks \
+                     (webhook-id, webhook-timestamp, webhook-signature)"
+                ),
+            ));
+        }
+        *slot = value;
+    }
+    let [id, timestamp, signature_header] = values;
+
+    let now = state.now_millis() / 1000;
+    match signature::verify(
+        &state.settings.webhook_secrets,
+        id,
+        timestamp,
+        body,
+        signature_header,
+        now,
+    ) {
+        Ok(()) => Ok((id.to_string(), signature::parse_timestamp(timestamp).unwrap_or(now))),
+        Err(VerifyError::InvalidTimestamp) => Err(ApiError::unauthorized(
+            "invalid_timestamp",
+            "header webhook-timestamp must be the Unix time in whole seconds, digits only (e.g. 1719830102)",
+        )),
+        Err(VerifyError::OutOfWindow { offset_secs }) => {
+            let direction = if offset_secs > 0 { "ahead of" } else { "behind" };
+            Err(ApiError::unauthorized(
+                "timestamp_out_of_window",
+                format!(
+                    "webhook-timestamp is {} seconds {direction} the service clock; the limit is {} seconds. \
+                     Sign each request with the current time and check the sender's clock",
+                    offset_secs.abs(),
+                    signature::TIMESTAMP_TOLERANCE_SECS
+                ),
+            ))
+        }
+        Err(VerifyError::InvalidSignature) => {
+            tracing::warn!(peer = ?request.peer_addr(), "webhook signature did not match any configured secret");
+            Err(ApiError::unauthorized(
+                "invalid_signature",
+                "no v1 signature in webhook-signature matches a configured secret; check that the sender \
+                 signs \"id.timestamp.body\" over the exact body bytes with the secret configured here",
+            ))
+        }
+    }
+}
+
+pub fn require_json_content_type(request: &HttpRequest) -> Result<(), ApiError> {
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type is {content_type:?}; send application/json"),
+        ))
+    }
+}
+
+/// The validated `data` of a `chat.ended` event.
+#[derive(Debug)]
+struct ChatEnded {
+    chat_id: String,
+    ended_at: String,
+    organization: Option<String>,
+    topic: Option<String>,
+    child_age_group: Option<String>,
+    locale: String,
+    parent_participant: String,
+    professional_participant: String,
+}
+
+const MAX_ID_CHARS: usize = 256;
+const MAX_LABEL_CHARS: usize = 200;
+
+impl ChatEnded {
+    fn parse(event: &Value) -> Result<Self, ApiError> {
+        let Some(data) = event.get("data").and_then(Value::as_object) else {
+            return Err(invalid_payload("field \"data\" is missing or not an object"));
+        };
+        let required_id = |field: &str| -> Result<String, ApiError> {
+            match data.get(field) {
+                Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => {
+                    Ok(text.clone())
+                }
+                Some(Value::String(_)) => Err(invalid_payload(format!(
+                    "field \"data.{field}\" must be 1 to {MAX_ID_CHARS} characters"
+                ))),
+                Some(_) => Err(invalid_payload(format!("field \"data.{field}\" must be a string"))),
+                None => Err(invalid_payload(format!("field \"data.{field}\" is required"))),
+            }
+        };
+        let chat_id = required_id("chat_id")?;
+
+        let ended_at = required_id("ended_at")?;
+        if time::OffsetDateTime::parse(&ended_at, &time::format_description::well_known::Rfc3339).is_err() {
+            return Err(invalid_payload(
+                "field \"data.ended_at\" must be an RFC 3339 time such as 2022-07-01T10:14:31Z",
+            ));
+        }
+
+        let participant = |role: &str| -> Result<String, ApiError> {
+            let Some(object) = data.get(role) else {
+                return Err(invalid_payload(format!("field \"data.{role}\" is required")));
+            };
+            let Some(object) = object.as_object() else {
+                return Err(invalid_payload(format!("field \"data.{role}\" must be an object")));
+            };
+            match object.get("participant_id") {
+                Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => {
+                    Ok(text.clone())
+                }
+                Some(Value::Number(number)) => Ok(number.to_string()),
+                Some(_) => Err(invalid_payload(format!(
+                    "field \"data.{role}.participant_id\" must be a string of 1 to {MAX_ID_CHARS} characters"
+                ))),
+                None => Err(invalid_payload(format!(
+                    "field \"data.{role}.participant_id\" is required"
+                ))),
+            }
+        };
+        let parent_participant = participant("parent")?;
+        let professional_participant = participant("professional")?;
+
+        let label = |field: &str| -> Result<Option<String>, ApiError> {
+            match data.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(text)) if text.chars().count() <= MAX_LABEL_CHARS => {
+                    Ok(Some(text.trim().to_string()).filter(|text| !text.is_empty()))
+                }
+                Some(Value::String(_)) => Err(invalid_payload(format!(
+                    "field \"data.{field}\" is longer than {MAX_LABEL_CHARS} characters"
+                ))),
+                Some(_) => Err(invalid_payload(format!("field \"data.{field}\" must be a string"))),
+            }
+        };
+        let organization = label("organization")?;
+        let topic = label("topic")?;
+        let child_age_group = label("child_age_group")?;
+        let locale = label("locale")?.unwrap_or_else(|| "nl".to_string());
+
+        Ok(Self {
+            chat_id,
+            ended_at,
+            organization,
+            topic,
+            child_age_group,
+            locale,
+            parent_participant,
+            professional_participant,
+        })
+    }
+}
+
+fn invalid_payload(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_payload", message)
+}

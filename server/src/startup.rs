@@ -1,0 +1,167 @@
+//! Builds the application: opens the store, starts the delivery worker,
+//! binds the listener (port 0 allowed) and returns the running service.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpServer, web};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Settings;
+use crate::delivery::{self, DeliveryHandle};
+use crate::error::ApiError;
+use crate::store::Store;
+use crate::store::records::Millis;
+use crate::token::{PseudonymKey, TokenKey};
+
+/// Shared state of every request handler.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Store,
+    pub token_key: TokenKey,
+    pub pseudonym_key: PseudonymKey,
+    pub delivery: DeliveryHandle,
+}
+
+/// What an admin token may see.
+pub struct AdminScope {
+    pub label: String,
+    /// `None` means every organization.
+    pub organizations: Option<Vec<String>>,
+}
+
+impl AppState {
+    /// The service clock in milliseconds since the Unix epoch. Every time
+    /// limit (signature window, expiry, retries) runs on this clock.
+    pub fn now_millis(&self) -> Millis {
+        now_millis()
+    }
+
+    /// Checks `Authorization: Bearer <token>` against the admin tokens in
+    /// constant time.
+    pub fn admin_scope(&self, request: &HttpRequest) -> Result<AdminScope, ApiError> {
+        let missing = || {
+            ApiError::unauthorized(
+                "missing_admin_token",
+                "send an admin token as \"Authorization: Bearer <token>\"",
+            )
+        };
+        let header = request
+            .headers()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(missing)?;
+
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut scope = None;
+        if let Some(admin) = &self.settings.admin_token {
+            let expected: [u8; 32] = Sha256::digest(admin.expose().as_bytes()).into();
+            if bool::from(expected.ct_eq(&digest)) {
+                scope = Some(AdminScope {
+                    label: "admin".into(),
+                    organizations: None,
+                });
+            }
+        }
+        for scoped in &self.settings.admin_tokens {
+            if bool::from(scoped.sha256.ct_eq(&digest)) && scope.is_none() {
+                let organizations = (!scoped.organizations.is_empty()).then(|| scoped.organizations.clone());
+                scope = Some(AdminScope {
+                    label: scoped.label.clone(),
+                    organizations,
+                });
+            }
+        }
+        scope.ok_or_else(|| ApiError::unauthorized("invalid_admin_token", "the admin token is not valid"))
+    }
+}
+
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// A started service.
+pub struct Application {
+    pub address: SocketAddr,
+    pub handle: ServerHandle,
+    pub server: actix_web::dev::Server,
+    pub state: web::Data<AppState>,
+}
+
+/// Opens the store, starts the delivery worker and binds the HTTP server.
+/// Start-up errors are messages for the operator. `settings` must have
+/// passed [`Settings::check_ready_to_serve`].
+pub fn build(settings: Settings) -> Result<Application, String> {
+    let secret_key = settings.secret_key.clone().ok_or("ALLIANCE_SECRET_KEY is not set")?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|error| format!("cannot create data directory {}: {error}", settings.data_dir.display()))?;
+    let store = Store::open(&settings.data_dir, settings.cache_bytes).map_err(|error| {
+        format!(
+            "cannot open the store in {}: {error}. Is another alliance process using it?",
+            settings.data_dir.display()
+        )
+    })?;
+    store
+        .first_started_at(now_millis())
+        .map_err(|error| error.to_string())?;
+
+    let token_key = secret_key.token_key();
+    let delivery = delivery::start(&settings, store.clone(), token_key.clone())?;
+    let state = web::Data::new(AppState {
+        pseudonym_key: secret_key.pseudonym_key(),
+        token_key,
+        store,
+        delivery,
+        settings,
+    });
+
+    let listener = TcpListener::bind(state.settings.listen)
+        .map_err(|error| format!("cannot listen on {}: {error}", state.settings.listen))?;
+    let address = listener.local_addr().map_err(|error| error.to_string())?;
+
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(web::QueryConfig::default().error_handler(|error, _| {
+                ApiError::bad_request("invalid_query", format!("the query string is not valid: {error}")).into()
+            }))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|error, _| ApiError::not_found(format!("the path is not valid: {error}")).into()),
+            )
+            .wrap(crate::telemetry::RequestLog)
+            .configure(crate::routes::configure)
+    })
+    .listen(listener)
+    .map_err(|error| format!("cannot start the HTTP server: {error}"))?
+    .shutdown_timeout(10)
+    .run();
+
+    Ok(Application {
+        address,
+        handle: server.handle(),
+        server,
+        state,
+    })
+}
+
+impl Application {
+    /// Runs until the server stops, then stops the delivery worker and flushes.
+    pub async fn run_until_stopped(self) -> Result<(), String> {
+        let state = self.state.clone();
+        let result = self.server.await.map_err(|error| error.to_string());
+        state.delivery.stop().await;
+        state.store.flush().await.map_err(|error| error.to_string())?;
+        result
+    }
+}

@@ -1,0 +1,228 @@
+//! Keys derived from the server key, invitation tokens and pseudonyms.
+//!
+//! A token is `<invitation id>.<tag>`, where the tag is base64url of the first
+//! 16 bytes of HMAC-SHA256(token key, invitation id). No token is stored: the
+//! tag is recomputed and compared in constant time, so a forged token is
+//! rejected before any store lookup.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const TAG_BYTES: usize = 16;
+const INVITATION_PREFIX: &str = "inv_";
+const INVITATION_HEX_LEN: usize = 32;
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The server key (`ALLIANCE_SECRET_KEY`), at least 32 bytes. The token key
+/// and the pseudonym key are derived from it, so it never signs anything itself.
+#[derive(Clone)]
+pub struct ServerKey(Vec<u8>);
+
+impl fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerKey(redacted)")
+    }
+}
+
+impl ServerKey {
+    pub const MIN_BYTES: usize = 32;
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, String> {
+        if bytes.len() < Self::MIN_BYTES {
+            return Err(format!(
+                "decodes to {} bytes; it must be base64 of at least {} random bytes \
+                 (for example: head -c 32 /dev/urandom | base64)",
+                bytes.len(),
+                Self::MIN_BYTES
+            ));
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn token_key(&self) -> TokenKey {
+        TokenKey(hmac(&self.0, &[b"alliance/token-key/v1"]))
+    }
+
+    pub fn pseudonym_key(&self) -> PseudonymKey {
+        PseudonymKey(hmac(&self.0, &[b"alliance/pseudonym-key/v1"]))
+    }
+}
+
+/// Key that tags invitation tokens.
+#[derive(Clone)]
+pub struct TokenKey([u8; 32]);
+
+/// Key that turns platform ids into stored pseudonyms.
+#[derive(Clone)]
+pub struct PseudonymKey([u8; 32]);
+
+impl PseudonymKey {
+    /// Returns the keyed hash of a platform id, as 64 hex digits. `kind`
+    /// separates chat ids from participant ids that happen to be equal.
+    pub fn pseudonym(&self, kind: &str, id: &str) -> String {
+        let digest = hmac(&self.0, &[kind.as_bytes(), b"\0", id.as_bytes()]);
+        hex(&digest)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// An invitation id: `inv_` followed by 32 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InvitationId(String);
+
+impl InvitationId {
+    pub fn generate() -> Self {
+        let bytes: [u8; 16] = rand::random();
+        Self(format!("{INVITATION_PREFIX}{}", hex(&bytes)))
+    }
+
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let valid = value.strip_prefix(INVITATION_PREFIX).is_some_and(|rest| {
+            rest.len() == INVITATION_HEX_LEN && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if valid {
+            Ok(Self(value.to_string()))
+        } else {
+            Err("invitation id must be \"inv_\" followed by 32 lowercase hex digits".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InvitationId {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+}
+
+impl From<InvitationId> for String {
+    fn from(id: InvitationId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for InvitationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TokenKey {
+    fn tag(&self, id: &InvitationId) -> [u8; TAG_BYTES] {
+        let digest = hmac(&self.0, &[id.as_str().as_bytes()]);
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&digest[..TAG_BYTES]);
+        tag
+    }
+
+    /// Builds the token for an invitation; the same id always gives the same token.
+    pub fn token(&self, id: &InvitationId) -> String {
+        format!("{id}.{}", URL_SAFE_NO_PAD.encode(self.tag(id)))
+    }
+
+    /// Checks a token and returns its invitation id. Any malformed or forged
+    /// token gives `None`, without telling which part was wrong.
+    pub fn verify(&self, token: &str) -> Option<InvitationId> {
+        let (id, tag) = token.split_once('.')?;
+        let id = InvitationId::parse(id).ok()?;
+        let given = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        if given.len() != TAG_BYTES {
+            return None;
+        }
+        let expected = self.tag(&id);
+        bool::from(expected.ct_eq(&given)).then_some(id)
+    }
+}
+
+/// Removes the tag from any token in a request path, for logging:
+/// `/q/inv_…abc.TAG` becomes `/q/inv_…abc.<tag>`.
+pub fn redact_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| match segment.split_once('.') {
+            Some((id, _)) if id.starts_with(INVITATION_PREFIX) => format!("{id}.<tag>"),
+            _ => segment.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> TokenKey {
+        ServerKey::from_bytes(vec![7; 32]).unwrap().token_key()
+    }
+
+    #[test]
+    fn token_round_trip() {
+        let id = InvitationId::generate();
+        let token = key().token(&id);
+        assert_eq!(key().verify(&token), Some(id));
+    }
+
+    #[test]
+    fn altered_tokens_fail() {
+        let id = InvitationId::generate();
+        let token = key().token(&id);
+        let other_key = ServerKey::from_bytes(vec![8; 32]).unwrap().token_key();
+        assert_eq!(other_key.verify(&token), None);
+        let mut bytes = token.clone().into_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(key().verify(std::str::from_utf8(&bytes).unwrap()), None);
+        assert_eq!(key().verify(id.as_str()), None);
+        assert_eq!(key().verify(""), None);
+        assert_eq!(key().verify("inv_zz.abc"), None);
+        assert_eq!(key().verify(&format!("{token}A")), None);
+    }
+
+    #[test]
+    fn short_server_key_rejected() {
+        assert!(ServerKey::from_bytes(vec![1; 31]).is_err());
+    }
+
+    #[test]
+    fn redacted_path_hides_tag() {
+        let id = InvitationId::generate();
+        let token = key().token(&id);
+        let path = format!("/api/questionnaires/{token}/items/3");
+        let redacted = redact_path(&path);
+        assert!(!redacted.contains(token.split_once('.').unwrap().1));
+        assert!(redacted.contains(id.as_str()));
+    }
+
+    #[test]
+    fn pseudonyms_differ_by_kind() {
+        let key = ServerKey::from_bytes(vec![7; 32]).unwrap().pseudonym_key();
+        assert_ne!(key.pseudonym("chat", "42"), key.pseudonym("participant", "42"));
+        assert_eq!(key.pseudonym("chat", "42").len(), 64);
+    }
+}
