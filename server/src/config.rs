@@ -337,9 +337,10 @@ impl RawSettings {
             None => Vec::new(),
         };
 
+        // Fractions of an hour are allowed, so tests can watch a questionnaire expire.
         let expiry_hours = self
-            .number::<u64>("questionnaire_expiry_hours", 1, 24 * 365)?
-            .unwrap_or(168);
+            .number::<f64>("questionnaire_expiry_hours", 0.0001, 24.0 * 365.0)?
+            .unwrap_or(168.0);
         let retention_days = self.number::<u32>("retention_days", 1, 36_500)?.unwrap_or(730);
         let min_cell_size = self.number::<u32>("min_cell_size", 1, 1_000_000)?.unwrap_or(10);
         let delivery_concurrency = self.number::<usize>("delivery_concurrency", 1, 1024)?.unwrap_or(16);
@@ -366,7 +367,7 @@ impl RawSettings {
             admin_token,
             admin_tokens,
             trusted_proxies,
-            questionnaire_expiry: Duration::from_secs(expiry_hours * 3600),
+            questionnaire_expiry: Duration::from_secs_f64(expiry_hours * 3600.0),
             retention_days,
             min_cell_size,
             delivery_concurrency,
@@ -402,7 +403,7 @@ impl RawSettings {
             Ok(number) if number >= min && number <= max => Ok(Some(number)),
             _ => Err(invalid(
                 &name,
-                format_args!("= {value:?} must be a whole number from {min} to {max}"),
+                format_args!("= {value:?} must be a number from {min} to {max}"),
             )),
         }
     }

@@ -126,11 +126,16 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
         retries: AtomicU64::new(0),
     };
 
+    eprintln!(
+        "Step 1 of 3: sending {} signed chat-ended webhooks",
+        dataset.chats.len()
+    );
     replay.send_webhooks(&dataset.chats).await?;
     let webhooks_done = started.elapsed();
     replay
         .wait_for_invitations(dataset.chats.len() * 2, Duration::from_secs(300))
         .await?;
+    eprintln!("Step 3 of 3: answering the questionnaires through the questionnaire API");
     replay.answer(&dataset.chats).await?;
     let replay_done = started.elapsed();
 

@@ -1,0 +1,224 @@
+//! Standard Webhooks verification of `POST /webhooks/chat-ended`, through
+//! the real binary: each case asserts the status, the error code, and
+//! whether a chat was stored.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RecordingPlatform, Service, SignedWebhook, TestConfig, client, sign};
+
+fn start() -> (tempfile::TempDir, RecordingPlatform, Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = RecordingPlatform::start();
+    let config = TestConfig::new(dir.path(), &platform.url);
+    let service = Service::start(&config);
+    (dir, platform, service)
+}
+
+fn chats_stored(service: &Service) -> u64 {
+    service.report()["chats"].as_u64().unwrap()
+}
+
+fn assert_rejected(service: &Service, webhook: &SignedWebhook, status: u16, code: &str) {
+    let (actual_status, body) = webhook.send(service);
+    assert_eq!(actual_status, status, "body: {body}");
+    assert_eq!(body["error"], code, "body: {body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {body}");
+}
+
+#[test]
+fn valid_webhook_is_accepted_and_invites_both() {
+    let (_dir, platform, service) = start();
+    let secret = &service.config.webhook_secrets[0];
+    let webhook = SignedWebhook::chat_ended(secret, "c-valid");
+
+    let (status, body) = webhook.send(&service);
+    assert_eq!(status, 202, "body: {body}");
+    assert_eq!(chats_stored(&service), 1);
+
+    let requests = platform.wait_for(2, Duration::from_secs(10));
+    assert_eq!(requests.len(), 2);
+    let mut roles: Vec<&str> = requests
+        .iter()
+        .map(|r| r.body["recipient"]["role"].as_str().unwrap())
+        .collect();
+    roles.sort_unstable();
+    assert_eq!(roles, ["parent", "professional"]);
+    for request in &requests {
+        assert_eq!(request.path, "/chats/c-valid/messages");
+        assert_eq!(
+            request.headers["authorization"],
+            format!("Bearer {}", service.config.platform_token)
+        );
+        assert_eq!(request.headers["idempotency-key"], request.headers["webhook-id"]);
+        let timestamp: i64 = request.headers["webhook-timestamp"].parse().unwrap();
+        let expected = sign(
+            &service.config.signing_secret,
+            &request.headers["webhook-id"],
+            timestamp,
+            &request.raw,
+        );
+        assert_eq!(request.headers["webhook-signature"], expected, "outbound signature");
+        let url = request.body["questionnaire"]["url"].as_str().unwrap();
+        let token = request.body["questionnaire"]["token"].as_str().unwrap();
+        assert!(url.ends_with(&format!("/q/{token}")), "{url}");
+    }
+}
+
+#[test]
+fn second_configured_secret_verifies() {
+    let (_dir, _platform, service) = start();
+    let webhook = SignedWebhook::chat_ended(&service.config.webhook_secrets[1], "c-second");
+    assert_eq!(webhook.send(&service).0, 202);
+}
+
+#[test]
+fn one_changed_byte_is_rejected() {
+    let (_dir, _platform, service) = start();
+    let secret = &service.config.webhook_secrets[0];
+
+    let mut body_changed = SignedWebhook::chat_ended(secret, "c-body");
+    let position = body_changed.body.len() / 2;
+    body_changed.body[position] ^= 0x01;
+    assert_rejected(&service, &body_changed, 401, "invalid_signature");
+
+    let mut id_changed = SignedWebhook::chat_ended(secret, "c-id");
+    id_changed.id.push('x');
+    assert_rejected(&service, &id_changed, 401, "invalid_signature");
+
+    let mut timestamp_changed = SignedWebhook::chat_ended(secret, "c-ts");
+    let timestamp: i64 = timestamp_changed.timestamp.parse().unwrap();
+    timestamp_changed.timestamp = (timestamp - 1).to_string();
+    assert_rejected(&service, &timestamp_changed, 401, "invalid_signature");
+
+    assert_eq!(chats_stored(&service), 0);
+}
+
+#[test]
+fn missing_header_is_rejected() {
+    let (_dir, _platform, service) = start();
+    let webhook = SignedWebhook::chat_ended(&service.config.webhook_secrets[0], "c-missing");
+    for missing in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let mut request = client()
+            .post(service.url("/webhooks/chat-ended"))
+            .header("content-type", "application/json")
+            .body(webhook.body.clone());
+        for (name, value) in [
+            ("webhook-id", &webhook.id),
+            ("webhook-timestamp", &webhook.timestamp),
+            ("webhook-signature", &webhook.signature),
+        ] {
+            if name != missing {
+                request = request.header(name, value);
+            }
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 401, "without {missing}");
+        let body: serde_json::Value = response.json().unwrap();
+        assert_eq!(body["error"], "missing_signature_headers", "without {missing}");
+        assert!(body["message"].as_str().unwrap().contains(missing), "{body}");
+    }
+    assert_eq!(chats_stored(&service), 0);
+}
+
+#[test]
+fn timestamps_outside_the_window_are_rejected() {
+    let (_dir, _platform, service) = start();
+    let secret = service.config.webhook_secrets[0].clone();
+    for offset in [-301i64, 301] {
+        let mut webhook = SignedWebhook::chat_ended(&secret, &format!("c-window{offset}"));
+        let timestamp = common::now_secs() + offset;
+        webhook.timestamp = timestamp.to_string();
+        webhook.signature = sign(&secret, &webhook.id, timestamp, &webhook.body);
+        assert_rejected(&service, &webhook, 401, "timestamp_out_of_window");
+    }
+    for offset in [-290i64, 290] {
+        let mut webhook = SignedWebhook::chat_ended(&secret, &format!("c-inside{offset}"));
+        let timestamp = common::now_secs() + offset;
+        webhook.timestamp = timestamp.to_string();
+        webhook.signature = sign(&secret, &webhook.id, timestamp, &webhook.body);
+        assert_eq!(webhook.send(&service).0, 202, "offset {offset}");
+    }
+    assert_eq!(chats_stored(&service), 2);
+}
+
+#[test]
+fn unknown_secret_is_rejected_without_revealing_it() {
+    let (_dir, _platform, service) = start();
+    let webhook = SignedWebhook::chat_ended(&common::random_secret(), "c-unknown");
+    let (status, body) = webhook.send(&service);
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "invalid_signature");
+    let text = body.to_string();
+    for secret in &service.config.webhook_secrets {
+        assert!(
+            !text.contains(secret.trim_start_matches("whsec_")),
+            "the error reveals a secret"
+        );
+    }
+    assert_eq!(chats_stored(&service), 0);
+}
+
+#[test]
+fn duplicate_webhook_id_gets_200_and_no_second_invitation() {
+    let (_dir, platform, service) = start();
+    let webhook = SignedWebhook::chat_ended(&service.config.webhook_secrets[0], "c-dup");
+    assert_eq!(webhook.send(&service).0, 202);
+    let (status, body) = webhook.send(&service);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "duplicate");
+
+    // A second event for the same chat under a new webhook id changes nothing either.
+    let other_id = SignedWebhook::new(&service.config.webhook_secrets[0], "msg_other", webhook.body.clone());
+    assert_eq!(other_id.send(&service).0, 200);
+
+    platform.wait_for(2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(platform.requests().len(), 2, "exactly one invitation per role");
+    assert_eq!(service.report()["questionnaires"]["parent"]["invited"], 1);
+}
+
+#[test]
+fn checks_run_in_the_documented_order() {
+    let (_dir, _platform, service) = start();
+    let secret = &service.config.webhook_secrets[0];
+
+    let mut wrong_type = SignedWebhook::chat_ended(secret, "c-type");
+    wrong_type.content_type = "text/plain".into();
+    assert_rejected(&service, &wrong_type, 415, "unsupported_media_type");
+
+    // A bad signature answers before the content type is looked at.
+    let mut both_wrong = SignedWebhook::chat_ended(&common::random_secret(), "c-both");
+    both_wrong.content_type = "text/plain".into();
+    assert_rejected(&service, &both_wrong, 401, "invalid_signature");
+
+    let not_json = SignedWebhook::new(secret, "msg_notjson", b"{not json".to_vec());
+    assert_rejected(&service, &not_json, 400, "invalid_json");
+
+    let missing_field = SignedWebhook::new(
+        secret,
+        "msg_nofield",
+        br#"{"type":"chat.ended","data":{"ended_at":"2022-07-01T10:14:31Z","parent":{"participant_id":"v"},"professional":{"participant_id":"n"}}}"#.to_vec(),
+    );
+    let (status, body) = missing_field.send(&service);
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_payload");
+    assert!(body["message"].as_str().unwrap().contains("chat_id"), "{body}");
+
+    let other_type = SignedWebhook::new(
+        secret,
+        "msg_other_type",
+        br#"{"type":"chat.started","data":{}}"#.to_vec(),
+    );
+    assert_eq!(other_type.send(&service).0, 200);
+
+    let mut bad_timestamp = SignedWebhook::chat_ended(secret, "c-badts");
+    bad_timestamp.timestamp = format!("+{}", bad_timestamp.timestamp);
+    assert_rejected(&service, &bad_timestamp, 401, "invalid_timestamp");
+
+    let oversized = SignedWebhook::new(secret, "msg_big", vec![b' '; 64 * 1024 + 1]);
+    assert_rejected(&service, &oversized, 413, "payload_too_large");
+
+    assert_eq!(chats_stored(&service), 0);
+}
