@@ -21,7 +21,9 @@ mod token;
 #[tokio::main]
 async fn main() -> ExitCode {
     let arguments = cli::Cli::parse();
-    telemetry::init(arguments.log_json);
+    // The demo's own service would drown the progress bars in request logs.
+    let default_level = if matches!(arguments.command, cli::Command::Demo(_)) { "warn" } else { "info" };
+    telemetry::init(arguments.log_json, default_level);
     match cli::run(arguments).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

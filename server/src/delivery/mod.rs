@@ -83,10 +83,14 @@ impl DeliveryHandle {
     /// to end. Attempts still in flight are retried after a restart with the
     /// same invitation id.
     pub async fn stop(&self) {
+        let stopped = self.shared.stopped.notified();
+        tokio::pin!(stopped);
+        // Registers interest before the worker can signal, so the signal is not missed.
+        stopped.as_mut().enable();
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
         if self.is_running() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.shared.stopped.notified()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
         }
     }
 }

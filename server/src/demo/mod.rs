@@ -174,8 +174,11 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
         eprintln!("The service keeps running at {target}; press Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
     }
+    drop(replay);
+    drop(client);
     if let Some((handle, state)) = running_service {
-        handle.stop(true).await;
+        // Every answer is stored and flushed by now, so nothing waits on a graceful stop.
+        handle.stop(false).await;
         state.delivery.stop().await;
     }
     platform.stop().await;
