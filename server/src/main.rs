@@ -1,28 +1,19 @@
-//! `alliance`: measures the online alliance of chat-based parenting support.
+//! The `alliance` command line.
 
 use std::process::ExitCode;
 
+use alliance::{cli, telemetry};
 use clap::Parser;
-
-mod cli;
-mod config;
-mod delivery;
-mod demo;
-mod error;
-mod questionnaire;
-mod report;
-mod routes;
-mod signature;
-mod startup;
-mod store;
-mod telemetry;
-mod token;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let arguments = cli::Cli::parse();
     // The demo's own service would drown the progress bars in request logs.
-    let default_level = if matches!(arguments.command, cli::Command::Demo(_)) { "warn" } else { "info" };
+    let default_level = if matches!(arguments.command, cli::Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     telemetry::init(arguments.log_json, default_level);
     match cli::run(arguments).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -95,7 +95,8 @@ pub struct ItemNumber(u8);
 impl ItemNumber {
     pub fn parse(value: &str) -> Result<Self, String> {
         let invalid = || format!("item number {value:?} is not a whole number from 1 to {ITEM_COUNT}");
-        if value.is_empty() || value.len() > 2 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        let canonical = !value.starts_with('0');
+        if value.is_empty() || value.len() > 2 || !canonical || !value.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid());
         }
         let number: u8 = value.parse().map_err(|_| invalid())?;
@@ -323,7 +324,7 @@ mod tests {
     fn item_number_rejects_out_of_range() {
         assert!(ItemNumber::parse("1").is_ok());
         assert!(ItemNumber::parse("11").is_ok());
-        for bad in ["0", "12", "", "-1", "1.0", "01x", "999"] {
+        for bad in ["0", "12", "", "-1", "1.0", "01", "999"] {
             assert!(ItemNumber::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -250,7 +250,8 @@ impl Replay {
                 .request(Method::POST, &format!("{base}/submit"), Some(body))
                 .await?;
             // A submit retried after a lost response finds the answers already sent.
-            if !status.is_success() && !(status == StatusCode::CONFLICT && text.contains("already_submitted")) {
+            let already_submitted = status == StatusCode::CONFLICT && text.contains("already_submitted");
+            if !status.is_success() && !already_submitted {
                 return Err(format!("submitting a {role} questionnaire answered {status}: {text}"));
             }
         }

@@ -303,6 +303,13 @@ pub struct Report {
     pub bootstrap: Bootstrap,
 }
 
+impl Report {
+    /// Reads a report from its JSON, as a running service returns it.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+}
+
 /// The two complete responses of one matched pair, as scores 0–2.
 struct Pair {
     parent: [u8; ITEM_COUNT],
@@ -580,12 +587,5 @@ mod tests {
     fn percent_rounds_to_two_decimals() {
         assert_eq!(percent(135, 218), Some(61.93));
         assert_eq!(percent(1, 0), None);
-    }
-}
-
-impl Report {
-    /// Reads a report from its JSON, as a running service returns it.
-    pub fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error> {
-        serde_json::from_value(value)
     }
 }

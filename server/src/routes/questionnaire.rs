@@ -109,18 +109,17 @@ pub async fn get_questionnaire(
     let (_, record) = state
         .store
         .update_invitation(&id, |record| {
+            if record.status(now) == ResponseStatus::Expired {
+                return Err(expired());
+            }
             if record.response.opened_at.is_none() {
                 record.response.opened_at = Some(now);
             }
-            Ok::<_, ApiError>(())
+            Ok(())
         })
         .map_err(update_failed)?;
     state.store.flush().await?;
-
     let status = record.status(now);
-    if status == ResponseStatus::Expired {
-        return Err(expired());
-    }
 
     let lang = match query.lang.as_deref() {
         Some(lang) => Lang::from_locale(lang),
@@ -294,7 +293,11 @@ pub async fn decline(
                 return Ok(());
             }
             require_open(record, now)?;
+            // Declining withdraws the response: answers given so far are
+            // deleted and never counted as complete or paired.
             record.response.declined_at = Some(now);
+            record.response.answers = Default::default();
+            record.response.completed_at = None;
             Ok(())
         })
         .map_err(update_failed)?;

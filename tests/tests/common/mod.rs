@@ -136,10 +136,9 @@ impl Service {
         let started = Instant::now();
         let client = client();
         while started.elapsed() < timeout {
-            if let Ok(response) = client.get(format!("{}/healthz", self.config.base_url())).send() {
-                if response.status().is_success() {
-                    return;
-                }
+            let response = client.get(format!("{}/healthz", self.config.base_url())).send();
+            if response.is_ok_and(|response| response.status().is_success()) {
+                return;
             }
             thread::sleep(Duration::from_millis(50));
         }

@@ -1,0 +1,18 @@
+//! `alliance`: measures the online alliance of chat-based parenting support.
+//!
+//! The binary in `main.rs` is a thin entry point; everything else lives in
+//! this library so that tests and benchmarks use the same code.
+
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod error;
+pub mod questionnaire;
+pub mod report;
+pub mod routes;
+pub mod signature;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod token;
