@@ -66,9 +66,9 @@ pub enum Command {
         /// File holding the exact request body.
         #[arg(long, value_name = "FILE")]
         body: PathBuf,
-        /// URL for the printed curl line.
-        #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/chat-ended")]
-        url: String,
+        /// URL for the printed curl line; default: the chat-ended endpoint on ALLIANCE_LISTEN.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Validate the configuration and say what is wrong and how to fix it.
     CheckConfig,
@@ -118,7 +118,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             id,
             body,
             url,
-        } => sign(&secret_file, &id, &body, &url),
+        } => sign(&secret_file, &id, &body, url.as_deref()),
         Command::CheckConfig => check_config(config_file),
     }
 }
@@ -173,7 +173,7 @@ fn check_config(config_file: Option<&Path>) -> Result<(), CliError> {
     }
 }
 
-fn sign(secret_file: &Path, id: &str, body_file: &Path, url: &str) -> Result<(), CliError> {
+fn sign(secret_file: &Path, id: &str, body_file: &Path, url: Option<&str>) -> Result<(), CliError> {
     let text = std::fs::read_to_string(secret_file)
         .map_err(|error| format!("cannot read secret file {}: {error}", secret_file.display()))?;
     let secret = WebhookSecret::parse(text.trim_end_matches(['\n', '\r']))
@@ -185,20 +185,38 @@ fn sign(secret_file: &Path, id: &str, body_file: &Path, url: &str) -> Result<(),
             "--id must be a non-empty webhook id without white space".into(),
         ));
     }
+    let url = match url {
+        Some(url) => url.to_string(),
+        None => {
+            let settings = RawSettings::load(None)?.validate()?;
+            format!("http://{}/webhooks/chat-ended", settings.listen)
+        }
+    };
+    reqwest::Url::parse(&url).map_err(|error| format!("--url {url:?} is not a URL ({error})"))?;
+
     let timestamp = startup::now_millis() / 1000;
     let signature = secret.sign(id, timestamp, &body);
     println!("webhook-id: {id}");
     println!("webhook-timestamp: {timestamp}");
     println!("webhook-signature: {signature}");
     println!();
+    let body_argument = format!("@{}", body_file.display());
     println!(
-        "curl -sS -X POST '{url}' -H 'Content-Type: application/json' -H 'webhook-id: {id}' \
-         -H 'webhook-timestamp: {timestamp}' -H 'webhook-signature: {signature}' --data-binary @'{}'",
-        body_file.display()
+        "curl -sS -X POST {} -H 'Content-Type: application/json' -H {} -H {} -H {} --data-binary {}",
+        shell_quote(&url),
+        shell_quote(&format!("webhook-id: {id}")),
+        shell_quote(&format!("webhook-timestamp: {timestamp}")),
+        shell_quote(&format!("webhook-signature: {signature}")),
+        shell_quote(&body_argument),
     );
     println!();
     println!("The signature is valid for 300 seconds from now.");
     Ok(())
+}
+
+/// Quotes a value for a POSIX shell: single quotes, with each `'` written as `'\''`.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 async fn report_command(
@@ -226,13 +244,14 @@ async fn report_command(
 }
 
 pub fn print_report(built: &report::Report, format: Format) {
-    match format {
-        Format::Text => print!("{}", report::text::render(built)),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(built).expect("the report serialises")
-        ),
-    }
+    use std::io::Write;
+
+    let text = match format {
+        Format::Text => report::text::render(built),
+        Format::Json => serde_json::to_string_pretty(built).expect("the report serialises") + "\n",
+    };
+    // A closed pipe (`alliance report | head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 async fn fetch_report(settings: &Settings, server: &str, filter: &ReportFilter) -> Result<report::Report, CliError> {

@@ -76,6 +76,9 @@ pub struct Settings {
     pub questionnaire_expiry: Duration,
     pub retention_days: u32,
     pub min_cell_size: u32,
+    /// Fewest messages each side must have sent for a chat to be invited;
+    /// 0 invites every chat. Applies only when the platform sends message counts.
+    pub min_messages_per_side: u64,
     /// Deliveries to the platform in flight at once.
     pub delivery_concurrency: usize,
     /// How long delivery of an invitation is retried before it is dead-lettered.
@@ -115,6 +118,7 @@ const KEYS: &[&str] = &[
     "questionnaire_expiry_hours",
     "retention_days",
     "min_cell_size",
+    "min_messages_per_side",
     "delivery_concurrency",
     "delivery_horizon_hours",
     "delivery_timeout_ms",
@@ -142,6 +146,9 @@ impl RawSettings {
         for key in KEYS {
             let variable = env_name(key);
             if let Ok(value) = std::env::var(&variable) {
+                if value.trim().is_empty() {
+                    return Err(invalid(&variable, "is set but empty; give it a value or unset it"));
+                }
                 raw.values.insert(key, (value, variable));
             }
         }
@@ -343,6 +350,7 @@ impl RawSettings {
             .unwrap_or(168.0);
         let retention_days = self.number::<u32>("retention_days", 1, 36_500)?.unwrap_or(730);
         let min_cell_size = self.number::<u32>("min_cell_size", 1, 1_000_000)?.unwrap_or(10);
+        let min_messages_per_side = self.number::<u64>("min_messages_per_side", 0, 10_000)?.unwrap_or(0);
         let delivery_concurrency = self.number::<usize>("delivery_concurrency", 1, 1024)?.unwrap_or(16);
         let horizon_hours = self.number::<u64>("delivery_horizon_hours", 1, 24 * 30)?.unwrap_or(24);
         let timeout_ms = self
@@ -370,6 +378,7 @@ impl RawSettings {
             questionnaire_expiry: Duration::from_secs_f64(expiry_hours * 3600.0),
             retention_days,
             min_cell_size,
+            min_messages_per_side,
             delivery_concurrency,
             delivery_horizon: Duration::from_secs(horizon_hours * 3600),
             delivery_timeout: Duration::from_millis(timeout_ms),
@@ -451,6 +460,13 @@ fn split_list(value: &str) -> impl Iterator<Item = &str> {
 }
 
 fn parse_url(value: &str, name: &str) -> Result<Url, ConfigError> {
+    if value.contains('@') {
+        return Err(invalid(
+            name,
+            "contains a user name or password (\"user:password@\"); remove it, \
+             because credentials go in the token settings, not in URLs",
+        ));
+    }
     let url = Url::parse(value).map_err(|error| {
         invalid(
             name,
@@ -611,7 +627,8 @@ impl Settings {
         }
         if self.admin_token.is_none() && self.admin_tokens.is_empty() {
             problems.push(
-                "ALLIANCE_ADMIN_TOKEN is not set and no admin_tokens are configured: reports cannot be read".into(),
+                "ALLIANCE_ADMIN_TOKEN is not set and the config file has no [[admin_tokens]]: reports cannot be read"
+                    .into(),
             );
         }
         if !self.listen.ip().is_loopback() && self.public_url.scheme() != "https" {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod error;
+pub mod intake;
 pub mod questionnaire;
 pub mod report;
 pub mod routes;

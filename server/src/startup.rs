@@ -52,11 +52,11 @@ impl AppState {
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .ok_or_else(missing)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(missing)?;
+        let (scheme, token) = header.split_once(' ').ok_or_else(missing)?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return Err(missing());
+        }
 
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut scope = None;
@@ -138,6 +138,26 @@ pub fn build(settings: Settings) -> Result<Application, String> {
             .app_data(
                 web::PathConfig::default()
                     .error_handler(|error, _| ApiError::not_found(format!("the path is not valid: {error}")).into()),
+            )
+            .wrap_fn(|request, service| {
+                use actix_web::dev::Service;
+                let state = request.app_data::<web::Data<AppState>>().cloned();
+                let reply = service.call(request);
+                async move {
+                    let mut response = reply.await?;
+                    if let Some(state) = state {
+                        // Taken from the response: cloning the request before routing
+                        // would stop actix-web from writing the path parameters.
+                        let http_request = response.request().clone();
+                        crate::routes::questionnaire::add_cors_headers(&state, &http_request, response.headers_mut());
+                    }
+                    Ok(response)
+                }
+            })
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("Referrer-Policy", "no-referrer")),
             )
             .wrap(crate::telemetry::RequestLog)
             .configure(crate::routes::configure)

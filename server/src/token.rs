@@ -161,16 +161,27 @@ impl TokenKey {
     }
 }
 
-/// Removes the tag from any token in a request path, for logging:
-/// `/q/inv_…abc.TAG` becomes `/q/inv_…abc.<tag>`.
+/// Removes the tag from anything shaped like a token in a request path, for
+/// logging: `/q/inv_…abc.TAG` becomes `/q/inv_…abc.<tag>`. Any segment with
+/// a dot after a word is treated as a token, whatever its case, so a tag
+/// sent with a mistyped id is not logged either.
 pub fn redact_path(path: &str) -> String {
     path.split('/')
         .map(|segment| match segment.split_once('.') {
-            Some((id, _)) if id.starts_with(INVITATION_PREFIX) => format!("{id}.<tag>"),
+            Some((id, tag)) if !id.is_empty() && !tag.is_empty() && !looks_like_file(segment) => {
+                format!("{id}.<tag>")
+            }
             _ => segment.to_string(),
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Asset names such as `alliance-questionnaire.js` are not tokens.
+fn looks_like_file(segment: &str) -> bool {
+    [".js", ".css", ".json", ".ico", ".png", ".svg", ".html"]
+        .iter()
+        .any(|extension| segment.ends_with(extension))
 }
 
 #[cfg(test)]
@@ -217,6 +228,12 @@ mod tests {
         let redacted = redact_path(&path);
         assert!(!redacted.contains(token.split_once('.').unwrap().1));
         assert!(redacted.contains(id.as_str()));
+        let upper = format!("/api/questionnaires/{}", token.to_uppercase());
+        assert!(!redact_path(&upper).contains(&token.split_once('.').unwrap().1.to_uppercase()));
+        assert_eq!(
+            redact_path("/widget/alliance-questionnaire.js"),
+            "/widget/alliance-questionnaire.js"
+        );
     }
 
     #[test]

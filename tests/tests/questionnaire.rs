@@ -870,3 +870,39 @@ fn widget_script_is_javascript() {
         "the script defines the element"
     );
 }
+
+#[test]
+fn errors_carry_cors_for_platform_origin() {
+    let origin = "https://chat.example.nl";
+    let (_dir, platform, service) = start_with(vec![("ALLIANCE_PLATFORM_ORIGINS".into(), origin.into())]);
+    let tokens = invite(&service, &platform, "c-cors");
+
+    let forged = format!("{}x", tokens.parent);
+    let cases = [
+        client().get(service.url(&format!("/api/questionnaires/{forged}"))),
+        client()
+            .post(service.url(&format!("/api/questionnaires/{}/submit", tokens.parent)))
+            .header("content-type", "application/json")
+            .body("{}"),
+        client().get(service.url(&format!("/api/questionnaires/{}", tokens.parent))),
+    ];
+    for request in cases {
+        let response = request.header("origin", origin).send().unwrap();
+        let status = response.status();
+        let allowed = response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(allowed.as_deref(), Some(origin), "CORS header on a {status} reply");
+    }
+
+    let other = client()
+        .get(service.url(&format!("/api/questionnaires/{}", tokens.parent)))
+        .header("origin", "https://evil.example")
+        .send()
+        .unwrap();
+    assert!(
+        other.headers().get("access-control-allow-origin").is_none(),
+        "another origin gets no CORS header"
+    );
+}

@@ -166,7 +166,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
             .map_err(|error| format!("cannot write summary {}: {error}", path.display()))?;
     }
 
-    if running_service.is_some() {
+    if running_service.is_some() && !arguments.exit {
         // TODO: print a one-time dashboard login link once the dashboard exists.
         eprintln!("The report as JSON: {target}/api/admin/report (Authorization: Bearer <admin token>)");
     }

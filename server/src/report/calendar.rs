@@ -66,7 +66,7 @@ fn last_sunday(year: i32, month: Month) -> time::Date {
 
 /// The UTC offset of Amsterdam at the UTC instant `utc`.
 pub fn amsterdam_offset(utc: OffsetDateTime) -> UtcOffset {
-    let utc = utc.to_offset(UtcOffset::UTC);
+    let utc = utc.checked_to_offset(UtcOffset::UTC).unwrap_or(utc);
     let year = utc.year();
     let one_am = time::Time::from_hms(1, 0, 0).expect("valid time");
     let summer_start = last_sunday(year, Month::March).with_time(one_am).assume_utc();
@@ -78,7 +78,8 @@ pub fn amsterdam_offset(utc: OffsetDateTime) -> UtcOffset {
 /// The Amsterdam calendar day of an RFC 3339 time.
 pub fn amsterdam_date(rfc3339: &str) -> Option<Date> {
     let instant = OffsetDateTime::parse(rfc3339, &Rfc3339).ok()?;
-    Some(Date(instant.to_offset(amsterdam_offset(instant)).date()))
+    let local = instant.checked_to_offset(amsterdam_offset(instant))?;
+    Some(Date(local.date()))
 }
 
 #[cfg(test)]
@@ -101,6 +102,12 @@ mod tests {
         assert_eq!(amsterdam_offset(after).whole_hours(), 2);
         let autumn = OffsetDateTime::parse("2022-10-30T01:00:00Z", &Rfc3339).unwrap();
         assert_eq!(amsterdam_offset(autumn).whole_hours(), 1);
+    }
+
+    #[test]
+    fn times_at_the_calendar_edge_give_none() {
+        assert_eq!(amsterdam_date("9999-12-31T23:59:59Z"), None);
+        assert_eq!(amsterdam_date("not a time"), None);
     }
 
     #[test]

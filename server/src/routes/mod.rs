@@ -42,6 +42,9 @@ async fn not_found(request: HttpRequest) -> Result<actix_web::HttpResponse, ApiE
     )))
 }
 
+/// Longest time a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads a request body of at most `limit` bytes. A declared
 /// `Content-Length` over the limit is rejected before reading, and a body
 /// that grows past it is rejected without reading further.
@@ -64,9 +67,26 @@ pub async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: 
     }
 
     let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| {
-            ApiError::bad_request("invalid_body", format!("the request body could not be read: {error}"))
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        let next = tokio::time::timeout_at(deadline, payload.next()).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} seconds; send it at once",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+        let Some(chunk) = next else {
+            break;
+        };
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request(
+                "invalid_body",
+                "the request body is incomplete or badly framed; send it again",
+            )
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());

@@ -101,7 +101,6 @@ pub async fn get_questionnaire(
     state: web::Data<AppState>,
     token: web::Path<String>,
     query: web::Query<LangQuery>,
-    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = invitation_id(&state, &token)?;
     let now = state.now_millis();
@@ -140,7 +139,7 @@ pub async fn get_questionnaire(
         "privacy_url": Value::Null,
         "expires_at": time_text(record.expires_at),
     });
-    Ok(with_cors(&state, &request, no_store(HttpResponse::Ok().json(body))))
+    Ok(no_store(HttpResponse::Ok().json(body)))
 }
 
 #[derive(Deserialize)]
@@ -201,7 +200,7 @@ pub async fn put_item(
     state.store.flush().await?;
 
     let body = json!({ "status": record.status(now), "answers": answers_json(&record) });
-    Ok(with_cors(&state, &request, no_store(HttpResponse::Ok().json(body))))
+    Ok(no_store(HttpResponse::Ok().json(body)))
 }
 
 /// `POST /api/questionnaires/{token}/submit` with an optional comment:
@@ -246,11 +245,7 @@ pub async fn submit(
     state.store.flush().await?;
     tracing::info!(invitation = %id, "response submitted");
 
-    Ok(with_cors(
-        &state,
-        &request,
-        no_store(HttpResponse::Ok().json(json!({ "status": "submitted" }))),
-    ))
+    Ok(no_store(HttpResponse::Ok().json(json!({ "status": "submitted" }))))
 }
 
 fn parse_comment(body: &[u8]) -> Result<Option<String>, ApiError> {
@@ -278,13 +273,22 @@ fn parse_comment(body: &[u8]) -> Result<Option<String>, ApiError> {
 }
 
 /// `POST /api/questionnaires/{token}/decline`: "nee, liever niet". Repeating it is harmless.
+/// The body may be empty or a JSON object, which is not used.
 #[post("/api/questionnaires/{token}/decline")]
 pub async fn decline(
     state: web::Data<AppState>,
     token: web::Path<String>,
     request: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = invitation_id(&state, &token)?;
+    let body = read_body(&request, payload, MAX_BODY_BYTES).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) && !parse_json_value(&body)?.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be empty or a JSON object",
+        ));
+    }
     let now = state.now_millis();
     state
         .store
@@ -304,11 +308,7 @@ pub async fn decline(
     state.store.flush().await?;
     tracing::info!(invitation = %id, "questionnaire declined");
 
-    Ok(with_cors(
-        &state,
-        &request,
-        no_store(HttpResponse::Ok().json(json!({ "status": "declined" }))),
-    ))
+    Ok(no_store(HttpResponse::Ok().json(json!({ "status": "declined" }))))
 }
 
 /// CORS preflight for platforms that embed the plugin on their own origin.
@@ -321,7 +321,7 @@ pub async fn preflight(state: web::Data<AppState>, request: HttpRequest) -> Http
             .insert_header(("Access-Control-Allow-Headers", "Content-Type"))
             .insert_header(("Access-Control-Max-Age", "600"));
     }
-    with_cors(&state, &request, response.finish())
+    response.finish()
 }
 
 fn allowed_origin(state: &AppState, request: &HttpRequest) -> Option<String> {
@@ -334,19 +334,20 @@ fn allowed_origin(state: &AppState, request: &HttpRequest) -> Option<String> {
         .cloned()
 }
 
-fn with_cors(state: &AppState, request: &HttpRequest, mut response: HttpResponse) -> HttpResponse {
+/// Adds the CORS headers for an allowed platform origin to a questionnaire
+/// API reply. Runs as middleware, so error replies carry them too and an
+/// embedded plugin can read its 404, 409, 410 and 422 bodies.
+pub fn add_cors_headers(state: &AppState, request: &HttpRequest, headers: &mut actix_web::http::header::HeaderMap) {
     use actix_web::http::header::{HeaderName, HeaderValue};
+    if !request.path().starts_with("/api/questionnaires/") {
+        return;
+    }
     if let Some(origin) = allowed_origin(state, request) {
         if let Ok(value) = HeaderValue::from_str(&origin) {
-            response
-                .headers_mut()
-                .insert(HeaderName::from_static("access-control-allow-origin"), value);
-            response
-                .headers_mut()
-                .insert(HeaderName::from_static("vary"), HeaderValue::from_static("Origin"));
+            headers.insert(HeaderName::from_static("access-control-allow-origin"), value);
+            headers.insert(HeaderName::from_static("vary"), HeaderValue::from_static("Origin"));
         }
     }
-    response
 }
 
 pub fn time_text(millis: Millis) -> String {

@@ -5,13 +5,11 @@ use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::questionnaire::Role;
+use crate::intake::{self, EndedChat};
 use crate::routes::{parse_json_value, read_body};
 use crate::signature::{self, VerifyError};
 use crate::startup::AppState;
-use crate::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
-use crate::store::{ChatAcceptance, NewChat};
-use crate::token::InvitationId;
+use crate::store::ChatAcceptance;
 
 /// Largest accepted webhook body.
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
@@ -41,79 +39,14 @@ pub async fn chat_ended(
         tracing::debug!(webhook_id = %id, event_type = kind, "ignored webhook of another type");
         return Ok(HttpResponse::Ok().json(json!({ "status": "ignored", "reason": "event type is not chat.ended" })));
     }
-    let chat = ChatEnded::parse(&event)?;
+    let chat = parse_chat_ended(&event)?;
 
-    let now = state.now_millis();
-    let chat_key = state.pseudonym_key.pseudonym("chat", &chat.chat_id);
-    let expires_at = now + state.settings.questionnaire_expiry.as_millis() as i64;
-    let parent_id = InvitationId::generate();
-    let professional_id = InvitationId::generate();
-
-    let record = ChatRecord {
-        received_at: now,
-        ended_at: chat.ended_at.clone(),
-        organization: chat.organization.clone(),
-        topic: chat.topic.clone(),
-        child_age_group: chat.child_age_group.clone(),
-        locale: chat.locale.clone(),
-        eligible: true,
-        parent_invitation: parent_id.clone(),
-        professional_invitation: professional_id.clone(),
-    };
-    let invitation = |id: &InvitationId, role: Role| InvitationRecord {
-        id: id.clone(),
-        chat: chat_key.clone(),
-        role,
-        locale: chat.locale.clone(),
-        created_at: now,
-        expires_at,
-        delivery: DeliveryStatus::Pending,
-        delivered_at: None,
-        response: Response::default(),
-    };
-    let delivery = |id: &InvitationId, role: Role, participant: &str| QueuedDelivery {
-        invitation_id: id.clone(),
-        role,
-        chat_id: chat.chat_id.clone(),
-        participant_id: participant.to_string(),
-        locale: chat.locale.clone(),
-        attempts: 0,
-        created_at: now,
-        next_attempt_at: now,
-        last_error: None,
-    };
-    let invitations = [
-        invitation(&parent_id, Role::Parent),
-        invitation(&professional_id, Role::Professional),
-    ];
-    let deliveries = [
-        delivery(&parent_id, Role::Parent, &chat.parent_participant),
-        delivery(&professional_id, Role::Professional, &chat.professional_participant),
-    ];
-
-    let acceptance = state.store.accept_chat(NewChat {
-        webhook_id: &id,
-        chat_key: &chat_key,
-        chat: &record,
-        invitations: &invitations,
-        deliveries: &deliveries,
-        now,
-    })?;
-    state.store.flush().await?;
-
-    let chat_log = &chat_key[..16];
-    match acceptance {
-        ChatAcceptance::New => {
-            state.delivery.wake();
-            tracing::info!(webhook_id = %id, chat = chat_log, "accepted chat");
-            Ok(HttpResponse::Accepted().json(json!({ "status": "accepted" })))
-        }
+    match intake::accept(&state, &id, &chat).await? {
+        ChatAcceptance::New => Ok(HttpResponse::Accepted().json(json!({ "status": "accepted" }))),
         ChatAcceptance::DuplicateWebhook => {
-            tracing::info!(webhook_id = %id, "webhook id already accepted");
             Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "webhook-id already accepted" })))
         }
         ChatAcceptance::KnownChat => {
-            tracing::info!(webhook_id = %id, chat = chat_log, "chat already known");
             Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "chat already known" })))
         }
     }
@@ -210,99 +143,113 @@ pub fn require_json_content_type(request: &HttpRequest) -> Result<(), ApiError> 
     }
 }
 
-/// The validated `data` of a `chat.ended` event.
-#[derive(Debug)]
-struct ChatEnded {
-    chat_id: String,
-    ended_at: String,
-    organization: Option<String>,
-    topic: Option<String>,
-    child_age_group: Option<String>,
-    locale: String,
-    parent_participant: String,
-    professional_participant: String,
-}
-
 const MAX_ID_CHARS: usize = 256;
 const MAX_LABEL_CHARS: usize = 200;
 
-impl ChatEnded {
-    fn parse(event: &Value) -> Result<Self, ApiError> {
-        let Some(data) = event.get("data").and_then(Value::as_object) else {
-            return Err(invalid_payload("field \"data\" is missing or not an object"));
-        };
-        let required_id = |field: &str| -> Result<String, ApiError> {
-            match data.get(field) {
-                Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => {
-                    Ok(text.clone())
-                }
-                Some(Value::String(_)) => Err(invalid_payload(format!(
-                    "field \"data.{field}\" must be 1 to {MAX_ID_CHARS} characters"
-                ))),
-                Some(_) => Err(invalid_payload(format!("field \"data.{field}\" must be a string"))),
-                None => Err(invalid_payload(format!("field \"data.{field}\" is required"))),
-            }
-        };
-        let chat_id = required_id("chat_id")?;
-
-        let ended_at = required_id("ended_at")?;
-        if time::OffsetDateTime::parse(&ended_at, &time::format_description::well_known::Rfc3339).is_err() {
-            return Err(invalid_payload(
-                "field \"data.ended_at\" must be an RFC 3339 time such as 2022-07-01T10:14:31Z",
-            ));
+/// Validates the `data` of a `chat.ended` event; the error names the field.
+pub fn parse_chat_ended(event: &Value) -> Result<EndedChat, ApiError> {
+    let Some(data) = event.get("data").and_then(Value::as_object) else {
+        return Err(invalid_payload("field \"data\" is missing or not an object"));
+    };
+    let required_id = |field: &str| -> Result<String, ApiError> {
+        match data.get(field) {
+            Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => Ok(text.clone()),
+            Some(Value::String(_)) => Err(invalid_payload(format!(
+                "field \"data.{field}\" must be 1 to {MAX_ID_CHARS} characters"
+            ))),
+            Some(_) => Err(invalid_payload(format!("field \"data.{field}\" must be a string"))),
+            None => Err(invalid_payload(format!("field \"data.{field}\" is required"))),
         }
+    };
+    let chat_id = required_id("chat_id")?;
 
-        let participant = |role: &str| -> Result<String, ApiError> {
-            let Some(object) = data.get(role) else {
-                return Err(invalid_payload(format!("field \"data.{role}\" is required")));
-            };
-            let Some(object) = object.as_object() else {
-                return Err(invalid_payload(format!("field \"data.{role}\" must be an object")));
-            };
-            match object.get("participant_id") {
-                Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => {
-                    Ok(text.clone())
-                }
-                Some(Value::Number(number)) => Ok(number.to_string()),
-                Some(_) => Err(invalid_payload(format!(
-                    "field \"data.{role}.participant_id\" must be a string of 1 to {MAX_ID_CHARS} characters"
-                ))),
-                None => Err(invalid_payload(format!(
-                    "field \"data.{role}.participant_id\" is required"
-                ))),
-            }
+    let ended_at = required_id("ended_at")?;
+    validate_ended_at(&ended_at).map_err(invalid_payload)?;
+
+    let participant = |role: &str| -> Result<String, ApiError> {
+        let Some(object) = data.get(role) else {
+            return Err(invalid_payload(format!("field \"data.{role}\" is required")));
         };
-        let parent_participant = participant("parent")?;
-        let professional_participant = participant("professional")?;
-
-        let label = |field: &str| -> Result<Option<String>, ApiError> {
-            match data.get(field) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(text)) if text.chars().count() <= MAX_LABEL_CHARS => {
-                    Ok(Some(text.trim().to_string()).filter(|text| !text.is_empty()))
-                }
-                Some(Value::String(_)) => Err(invalid_payload(format!(
-                    "field \"data.{field}\" is longer than {MAX_LABEL_CHARS} characters"
-                ))),
-                Some(_) => Err(invalid_payload(format!("field \"data.{field}\" must be a string"))),
-            }
+        let Some(object) = object.as_object() else {
+            return Err(invalid_payload(format!("field \"data.{role}\" must be an object")));
         };
-        let organization = label("organization")?;
-        let topic = label("topic")?;
-        let child_age_group = label("child_age_group")?;
-        let locale = label("locale")?.unwrap_or_else(|| "nl".to_string());
+        match object.get("participant_id") {
+            Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => Ok(text.clone()),
+            Some(Value::Number(number)) => Ok(number.to_string()),
+            Some(_) => Err(invalid_payload(format!(
+                "field \"data.{role}.participant_id\" must be a string of 1 to {MAX_ID_CHARS} characters"
+            ))),
+            None => Err(invalid_payload(format!(
+                "field \"data.{role}.participant_id\" is required"
+            ))),
+        }
+    };
+    let parent_participant = participant("parent")?;
+    let professional_participant = participant("professional")?;
 
-        Ok(Self {
-            chat_id,
-            ended_at,
-            organization,
-            topic,
-            child_age_group,
-            locale,
-            parent_participant,
-            professional_participant,
-        })
+    let label = |field: &str| -> Result<Option<String>, ApiError> {
+        match data.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) if text.chars().count() <= MAX_LABEL_CHARS => {
+                Ok(Some(text.trim().to_string()).filter(|text| !text.is_empty()))
+            }
+            Some(Value::String(_)) => Err(invalid_payload(format!(
+                "field \"data.{field}\" is longer than {MAX_LABEL_CHARS} characters"
+            ))),
+            Some(_) => Err(invalid_payload(format!("field \"data.{field}\" must be a string"))),
+        }
+    };
+    let organization = label("organization")?;
+    let topic = label("topic")?;
+    let child_age_group = label("child_age_group")?;
+    let locale = label("locale")?.unwrap_or_else(|| "nl".to_string());
+    let message_counts = parse_message_counts(data.get("message_counts"))?;
+
+    Ok(EndedChat {
+        chat_id,
+        ended_at,
+        organization,
+        topic,
+        child_age_group,
+        locale,
+        parent_participant,
+        professional_participant,
+        message_counts,
+    })
+}
+
+/// Checks that `ended_at` is an RFC 3339 time in a plausible range, so that
+/// reports can place it on the Amsterdam calendar.
+pub fn validate_ended_at(ended_at: &str) -> Result<(), String> {
+    let format = time::format_description::well_known::Rfc3339;
+    let invalid = || "field \"data.ended_at\" must be an RFC 3339 time such as 2022-07-01T10:14:31Z".to_string();
+    let time = time::OffsetDateTime::parse(ended_at, &format).map_err(|_| invalid())?;
+    if !(2000..=2100).contains(&time.year()) {
+        return Err(format!(
+            "field \"data.ended_at\" has the year {}; send a time between 2000 and 2100",
+            time.year()
+        ));
     }
+    Ok(())
+}
+
+fn parse_message_counts(value: Option<&Value>) -> Result<Option<(u64, u64)>, ApiError> {
+    let object = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(object)) => object,
+        Some(_) => return Err(invalid_payload("field \"data.message_counts\" must be an object")),
+    };
+    let count = |role: &str| -> Result<u64, ApiError> {
+        match object.get(role) {
+            None | Some(Value::Null) => Ok(0),
+            Some(value) => value.as_u64().ok_or_else(|| {
+                invalid_payload(format!(
+                    "field \"data.message_counts.{role}\" must be a whole number of 0 or more"
+                ))
+            }),
+        }
+    };
+    Ok(Some((count("parent")?, count("professional")?)))
 }
 
 fn invalid_payload(message: impl Into<String>) -> ApiError {

@@ -70,8 +70,9 @@ pub struct NewChat<'a> {
     pub webhook_id: &'a str,
     pub chat_key: &'a str,
     pub chat: &'a ChatRecord,
-    pub invitations: &'a [InvitationRecord; 2],
-    pub deliveries: &'a [QueuedDelivery; 2],
+    /// Empty for an ineligible chat, which gets no invitations.
+    pub invitations: &'a [InvitationRecord],
+    pub deliveries: &'a [QueuedDelivery],
     pub now: Millis,
 }
 
