@@ -44,6 +44,15 @@ pub enum PlatformKind {
     Chatwoot,
 }
 
+/// Keys of the Chatwoot custom attributes (or label prefixes) that carry a
+/// chat's organization, topic and child age group.
+#[derive(Clone, Debug)]
+pub struct ChatwootAttributes {
+    pub organization: String,
+    pub topic: String,
+    pub child_age_group: String,
+}
+
 /// An admin token that may see only some organizations, stored as the hex
 /// SHA-256 of the token.
 #[derive(Clone, Debug)]
@@ -70,6 +79,12 @@ pub struct Settings {
     pub platform_origins: Vec<String>,
     pub chatwoot_webhook_secret: Option<Secret>,
     pub chatwoot_account_id: Option<u64>,
+    /// Where organization, topic and age group come from in a Chatwoot
+    /// conversation: the custom attribute with this key, or else a label
+    /// `key:value`.
+    pub chatwoot_attributes: ChatwootAttributes,
+    /// Seconds between two polls of Chatwoot for resolved conversations.
+    pub chatwoot_reconcile_interval: Duration,
     pub admin_token: Option<Secret>,
     pub admin_tokens: Vec<ScopedAdminToken>,
     pub trusted_proxies: Vec<IpAddr>,
@@ -113,6 +128,10 @@ const KEYS: &[&str] = &[
     "platform_origins",
     "chatwoot_webhook_secret",
     "chatwoot_account_id",
+    "chatwoot_organization_attribute",
+    "chatwoot_topic_attribute",
+    "chatwoot_age_group_attribute",
+    "chatwoot_reconcile_seconds",
     "admin_token",
     "trusted_proxies",
     "questionnaire_expiry_hours",
@@ -322,6 +341,19 @@ impl RawSettings {
 
         let chatwoot_webhook_secret = self.secret_text("chatwoot_webhook_secret")?;
         let chatwoot_account_id = self.number::<u64>("chatwoot_account_id", 1, u64::MAX)?;
+        let attribute = |key: &'static str, default: &str| {
+            self.get(key)
+                .map(|(value, _)| value.to_string())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let chatwoot_attributes = ChatwootAttributes {
+            organization: attribute("chatwoot_organization_attribute", "organization"),
+            topic: attribute("chatwoot_topic_attribute", "topic"),
+            child_age_group: attribute("chatwoot_age_group_attribute", "child_age_group"),
+        };
+        let reconcile_seconds = self
+            .number::<u64>("chatwoot_reconcile_seconds", 1, 86_400)?
+            .unwrap_or(60);
         let admin_token = self.secret_text("admin_token")?;
         if let Some(token) = &admin_token {
             if token.expose().len() < 16 {
@@ -372,6 +404,8 @@ impl RawSettings {
             platform_origins,
             chatwoot_webhook_secret,
             chatwoot_account_id,
+            chatwoot_attributes,
+            chatwoot_reconcile_interval: Duration::from_secs(reconcile_seconds),
             admin_token,
             admin_tokens,
             trusted_proxies,
@@ -619,6 +653,19 @@ impl Settings {
         }
         if self.platform_token.is_none() {
             problems.push("ALLIANCE_PLATFORM_TOKEN is not set: use the API token the platform gave you".into());
+        }
+        if self.platform_kind == PlatformKind::Chatwoot {
+            if self.chatwoot_webhook_secret.is_none() {
+                problems.push(
+                    "ALLIANCE_CHATWOOT_WEBHOOK_SECRET is not set: copy the secret Chatwoot shows for the webhook"
+                        .into(),
+                );
+            }
+            if self.chatwoot_account_id.is_none() {
+                problems.push(
+                    "ALLIANCE_CHATWOOT_ACCOUNT_ID is not set: use the number in Chatwoot's URL after /accounts/".into(),
+                );
+            }
         }
         if self.platform_kind == PlatformKind::Generic && self.platform_signing_secret.is_none() {
             problems.push(

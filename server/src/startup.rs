@@ -124,6 +124,16 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         settings,
     });
 
+    if state.settings.platform_kind == crate::config::PlatformKind::Chatwoot {
+        let client = crate::chatwoot::client::ChatwootClient::new(&state.settings, state.token_key.clone())?;
+        let interval = state.settings.chatwoot_reconcile_interval;
+        tokio::spawn(crate::chatwoot::reconcile::run(
+            state.clone(),
+            std::sync::Arc::new(client),
+            interval,
+        ));
+    }
+
     let listener = TcpListener::bind(state.settings.listen)
         .map_err(|error| format!("cannot listen on {}: {error}", state.settings.listen))?;
     let address = listener.local_addr().map_err(|error| error.to_string())?;

@@ -13,9 +13,14 @@ use tracing_subscriber::EnvFilter;
 /// to standard error.
 pub fn init(json: bool, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // actix-web's extractors log the full request path at debug level, and
+    // paths carry questionnaire tokens; keep them quiet whatever RUST_LOG says.
+    let filter = filter.add_directive("actix_web::types=warn".parse().expect("valid directive"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = if json {
         builder.json().try_init()
     } else {

@@ -152,7 +152,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds.max(0) as u64))
 }
 
-fn describe(error: &reqwest::Error) -> String {
+/// Describes a request failure without its URL, which may carry a chat id.
+pub fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         "request to the platform timed out".into()
     } else if error.is_connect() {

@@ -21,7 +21,34 @@ use crate::store::Store;
 use crate::store::records::{Millis, QueuedDelivery};
 use crate::token::{InvitationId, TokenKey};
 
-pub use generic::GenericPlatform;
+pub use generic::{GenericPlatform, classify, describe};
+
+use crate::chatwoot::client::ChatwootClient;
+use crate::config::PlatformKind;
+
+/// The platform an invitation is posted to; one engine serves both, and each
+/// platform's own rules live in its client.
+pub enum Platform {
+    Generic(GenericPlatform),
+    Chatwoot(ChatwootClient),
+}
+
+impl Platform {
+    pub fn new(settings: &Settings, token_key: TokenKey) -> Result<Self, String> {
+        match settings.platform_kind {
+            PlatformKind::Generic => Ok(Platform::Generic(GenericPlatform::new(settings, token_key)?)),
+            PlatformKind::Chatwoot => Ok(Platform::Chatwoot(ChatwootClient::new(settings, token_key)?)),
+        }
+    }
+
+    /// Makes one delivery attempt.
+    pub async fn send(&self, delivery: &QueuedDelivery) -> Outcome {
+        match self {
+            Platform::Generic(platform) => platform.send(delivery).await,
+            Platform::Chatwoot(client) => client.send(delivery).await,
+        }
+    }
+}
 
 /// What one delivery attempt came to.
 #[derive(Debug)]
@@ -97,7 +124,7 @@ impl DeliveryHandle {
 
 /// Starts the worker on the current tokio runtime.
 pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<DeliveryHandle, String> {
-    let platform = GenericPlatform::new(settings, token_key)?;
+    let platform = Platform::new(settings, token_key)?;
     let shared = Arc::new(Shared {
         wake: Notify::new(),
         running: AtomicBool::new(true),
@@ -123,7 +150,7 @@ pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<D
 struct Worker {
     shared: Arc<Shared>,
     store: Store,
-    platform: Arc<GenericPlatform>,
+    platform: Arc<Platform>,
     permits: Arc<Semaphore>,
     concurrency: usize,
     horizon: Duration,
@@ -209,7 +236,7 @@ impl Worker {
 struct Attempt {
     shared: Arc<Shared>,
     store: Store,
-    platform: Arc<GenericPlatform>,
+    platform: Arc<Platform>,
     horizon: Duration,
     in_flight: Arc<Mutex<HashSet<InvitationId>>>,
 }

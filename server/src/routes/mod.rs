@@ -2,6 +2,7 @@
 //! request into domain types and call the store, delivery or report code.
 
 pub mod admin;
+pub mod chatwoot;
 pub mod health;
 pub mod pages;
 pub mod questionnaire;
@@ -17,6 +18,7 @@ use crate::error::ApiError;
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(webhooks::chat_ended)
+        .service(chatwoot::chatwoot_webhook)
         .service(questionnaire::get_questionnaire)
         .service(questionnaire::put_item)
         .service(questionnaire::submit)

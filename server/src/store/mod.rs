@@ -384,6 +384,21 @@ impl Store {
         }
     }
 
+    /// Unix seconds up to which Chatwoot's resolved conversations were
+    /// reconciled; before the first poll, the first start of the service,
+    /// so conversations from before it are never invited.
+    pub fn chatwoot_synced_until(&self) -> Result<i64, StoreError> {
+        match self.meta.get(b"chatwoot_synced_until")? {
+            Some(bytes) => Ok(i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8]))),
+            None => Ok(self.first_started_at(crate::startup::now_millis())? / 1000),
+        }
+    }
+
+    pub fn set_chatwoot_synced_until(&self, seconds: i64) -> Result<(), StoreError> {
+        self.meta.insert(b"chatwoot_synced_until", &seconds.to_be_bytes())?;
+        Ok(())
+    }
+
     /// Whether the store answers reads; used by `/readyz`.
     pub fn is_healthy(&self) -> bool {
         self.meta.get(b"first_started_at").is_ok()

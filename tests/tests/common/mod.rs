@@ -250,6 +250,8 @@ pub struct RecordingPlatform {
     pub url: String,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     pub script: Arc<Mutex<Vec<u16>>>,
+    /// Body of Chatwoot's conversation list (`GET …/conversations`), page 1.
+    pub conversations: Arc<Mutex<serde_json::Value>>,
 }
 
 impl RecordingPlatform {
@@ -258,15 +260,20 @@ impl RecordingPlatform {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(Vec::new()));
-        let (requests_clone, script_clone) = (requests.clone(), script.clone());
+        let conversations = Arc::new(Mutex::new(serde_json::json!({ "data": { "payload": [] } })));
+        let shared = (requests.clone(), script.clone(), conversations.clone());
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let requests = requests_clone.clone();
-                let script = script_clone.clone();
-                thread::spawn(move || serve_connection(stream, &requests, &script));
+                let (requests, script, conversations) = (shared.0.clone(), shared.1.clone(), shared.2.clone());
+                thread::spawn(move || serve_connection(stream, &requests, &script, &conversations));
             }
         });
-        Self { url, requests, script }
+        Self {
+            url,
+            requests,
+            script,
+            conversations,
+        }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -294,13 +301,39 @@ impl RecordingPlatform {
     }
 }
 
-fn serve_connection(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Vec<u16>>) {
+/// Answers a GET the way Chatwoot's API would: a conversation's messages are
+/// the ones posted to it here, and the conversation list is what the test set.
+fn answer_get(path: &str, requests: &Mutex<Vec<Recorded>>, conversations: &Mutex<serde_json::Value>) -> String {
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    if route.ends_with("/messages") {
+        let posted: Vec<serde_json::Value> = requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|request| request.path == route)
+            .map(|request| request.body.clone())
+            .collect();
+        return serde_json::json!({ "payload": posted }).to_string();
+    }
+    if route.ends_with("/conversations") && query.contains("page=1") {
+        return conversations.lock().unwrap().to_string();
+    }
+    serde_json::json!({ "data": { "payload": [] } }).to_string()
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    requests: &Mutex<Vec<Recorded>>,
+    script: &Mutex<Vec<u16>>,
+    conversations: &Mutex<serde_json::Value>,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
         }
+        let method = request_line.split_whitespace().next().unwrap_or("").to_string();
         let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
         let mut headers = HashMap::new();
         loop {
@@ -320,6 +353,17 @@ fn serve_connection(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, script: 
         let mut body = vec![0u8; length];
         if reader.read_exact(&mut body).is_err() {
             return;
+        }
+        if method == "GET" {
+            let body = answer_get(&path, requests, conversations);
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{body}",
+                body.len()
+            );
+            if (&stream).write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+            continue;
         }
         let status = {
             let mut script = script.lock().unwrap();

@@ -1,0 +1,119 @@
+//! `POST /webhooks/chatwoot`: Chatwoot's account webhook. Accepted,
+//! duplicate and ignored events all get `200`, as Chatwoot expects; a
+//! failed signature or a malformed body gets the same `4xx` errors as the
+//! generic webhook.
+
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use serde_json::json;
+
+use crate::chatwoot::{self, ChatwootVerifyError, ConversationEvent};
+use crate::error::ApiError;
+use crate::intake;
+use crate::routes::webhooks::require_json_content_type;
+use crate::routes::{parse_json_value, read_body};
+use crate::signature::TIMESTAMP_TOLERANCE_SECS;
+use crate::startup::AppState;
+use crate::store::ChatAcceptance;
+
+/// Chatwoot's conversation payloads carry the last messages, so they get
+/// more room than the generic webhook.
+const MAX_CHATWOOT_BYTES: usize = 256 * 1024;
+
+const HEADERS: [&str; 3] = ["x-chatwoot-signature", "x-chatwoot-timestamp", "x-chatwoot-delivery"];
+
+#[post("/webhooks/chatwoot")]
+pub async fn chatwoot_webhook(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&request, payload, MAX_CHATWOOT_BYTES).await?;
+
+    let Some(secret) = state.settings.chatwoot_webhook_secret.as_ref() else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not_configured",
+            "this service is not connected to Chatwoot (ALLIANCE_CHATWOOT_WEBHOOK_SECRET is not set)",
+        ));
+    };
+    for name in HEADERS {
+        if request.headers().get_all(name).count() > 1 {
+            return Err(ApiError::bad_request(
+                "duplicate_header",
+                format!("header {name} is given more than once; send it once"),
+            ));
+        }
+    }
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+    };
+    let (signature, timestamp, delivery) = (header(HEADERS[0]), header(HEADERS[1]), header(HEADERS[2]));
+    if signature.is_empty() || timestamp.is_empty() {
+        return Err(ApiError::unauthorized(
+            "missing_signature_headers",
+            "headers X-Chatwoot-Signature and X-Chatwoot-Timestamp are required; \
+             Chatwoot signs account webhooks since version 4.11",
+        ));
+    }
+
+    let now = state.now_millis() / 1000;
+    match chatwoot::verify(secret.expose(), timestamp, &body, signature, now) {
+        Ok(()) => {}
+        Err(ChatwootVerifyError::InvalidTimestamp) => {
+            return Err(ApiError::unauthorized(
+                "invalid_timestamp",
+                "header X-Chatwoot-Timestamp must be the Unix time in whole seconds, digits only",
+            ));
+        }
+        Err(ChatwootVerifyError::OutOfWindow { offset_secs }) => {
+            return Err(ApiError::unauthorized(
+                "timestamp_out_of_window",
+                format!(
+                    "X-Chatwoot-Timestamp is {} seconds from the service clock; the limit is \
+                     {TIMESTAMP_TOLERANCE_SECS} seconds. Check the clocks of both servers",
+                    offset_secs.abs()
+                ),
+            ));
+        }
+        Err(ChatwootVerifyError::InvalidSignature) => {
+            tracing::warn!(peer = ?request.peer_addr(), "Chatwoot webhook signature did not match");
+            return Err(ApiError::unauthorized(
+                "invalid_signature",
+                "X-Chatwoot-Signature does not match; copy the webhook's secret from Chatwoot \
+                 (Settings → Integrations → Webhooks) into ALLIANCE_CHATWOOT_WEBHOOK_SECRET",
+            ));
+        }
+    }
+
+    require_json_content_type(&request)?;
+    let event = parse_json_value(&body)?;
+    let conversation = chatwoot::conversation_event(
+        &event,
+        state.settings.chatwoot_account_id,
+        &state.settings.chatwoot_attributes,
+        now,
+    )
+    .map_err(|problem| ApiError::bad_request("invalid_payload", problem))?;
+    let chat = match conversation {
+        ConversationEvent::Resolved(chat) => chat,
+        ConversationEvent::Ignored(reason) => {
+            return Ok(HttpResponse::Ok().json(json!({ "status": "ignored", "reason": reason })));
+        }
+    };
+
+    // Deduplicate on the delivery id when Chatwoot sends one, otherwise on the conversation.
+    let dedup_key = if delivery.is_empty() {
+        format!("chatwoot-conversation-{}", chat.chat_id)
+    } else {
+        format!("chatwoot-delivery-{delivery}")
+    };
+    let status = match intake::accept(&state, &dedup_key, &chat).await? {
+        ChatAcceptance::New => "accepted",
+        ChatAcceptance::DuplicateWebhook | ChatAcceptance::KnownChat => "duplicate",
+    };
+    Ok(HttpResponse::Ok().json(json!({ "status": status })))
+}

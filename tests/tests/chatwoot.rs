@@ -1,0 +1,199 @@
+//! Chatwoot, both ways, through the real binary: Chatwoot-shaped account
+//! webhooks in, the parent's message and the nurse's private note out to a
+//! simulated Chatwoot API, and reconciliation when a webhook is lost.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RecordingPlatform, Service, TestConfig, client, now_secs};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const SECRET: &str = "chatwoot-webhook-secret-for-tests";
+const ACCOUNT: u64 = 3;
+
+fn start(reconcile_seconds: u64) -> (tempfile::TempDir, RecordingPlatform, Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = RecordingPlatform::start();
+    let mut config = TestConfig::new(dir.path(), &platform.url);
+    config.extra = vec![
+        ("ALLIANCE_PLATFORM_KIND".into(), "chatwoot".into()),
+        ("ALLIANCE_CHATWOOT_WEBHOOK_SECRET".into(), SECRET.into()),
+        ("ALLIANCE_CHATWOOT_ACCOUNT_ID".into(), ACCOUNT.to_string()),
+        (
+            "ALLIANCE_CHATWOOT_RECONCILE_SECONDS".into(),
+            reconcile_seconds.to_string(),
+        ),
+    ];
+    let service = Service::start(&config);
+    (dir, platform, service)
+}
+
+/// A conversation object shaped like Chatwoot's webhook and API payloads.
+fn conversation(display_id: u64, status: &str, timestamp: i64) -> Value {
+    json!({
+        "id": display_id,
+        "account_id": ACCOUNT,
+        "inbox_id": 1,
+        "status": status,
+        "timestamp": timestamp,
+        "created_at": timestamp - 600,
+        "meta": {
+            "sender": { "id": 981, "type": "contact" },
+            "assignee": { "id": 17, "type": "user" }
+        },
+        "custom_attributes": { "organization": "GGD Regio Utrecht", "topic": "voeding" },
+        "labels": ["child_age_group:0-5"],
+        "messages": []
+    })
+}
+
+fn status_changed(display_id: u64, status: &str) -> Value {
+    let mut payload = conversation(display_id, status, now_secs());
+    payload["event"] = json!("conversation_status_changed");
+    payload
+}
+
+fn send(service: &Service, payload: &Value, delivery: &str, secret: &str) -> (u16, Value) {
+    let body = serde_json::to_vec(payload).unwrap();
+    let timestamp = now_secs();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(&body);
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let response = client()
+        .post(service.url("/webhooks/chatwoot"))
+        .header("content-type", "application/json")
+        .header("x-chatwoot-signature", format!("sha256={signature}"))
+        .header("x-chatwoot-timestamp", timestamp.to_string())
+        .header("x-chatwoot-delivery", delivery)
+        .body(body)
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+fn assert_invitations_posted(platform: &RecordingPlatform, display_id: u64) {
+    let path = format!("/api/v1/accounts/{ACCOUNT}/conversations/{display_id}/messages");
+    let posted: Vec<_> = platform
+        .wait_for(2, Duration::from_secs(10))
+        .into_iter()
+        .filter(|r| r.path == path)
+        .collect();
+    assert_eq!(posted.len(), 2, "two posts to {path}");
+    for request in &posted {
+        assert_eq!(request.headers["api_access_token"], "test-platform-token-0123456789");
+        assert_eq!(request.body["message_type"], "outgoing");
+        assert!(
+            request.body["content"].as_str().unwrap().contains("/q/inv_"),
+            "{}",
+            request.body
+        );
+    }
+    let private: Vec<bool> = posted.iter().map(|r| r.body["private"].as_bool().unwrap()).collect();
+    assert!(private.contains(&true), "the nurse's invitation is a private note");
+    assert!(private.contains(&false), "the parent's invitation is a public message");
+}
+
+#[test]
+fn resolved_conversation_invites_parent_and_nurse() {
+    let (_dir, platform, service) = start(3600);
+
+    let (status, body) = send(&service, &status_changed(42, "resolved"), "delivery-1", SECRET);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "accepted");
+    assert_invitations_posted(&platform, 42);
+
+    let report = service.report();
+    assert_eq!(report["chats"], 1);
+    assert_eq!(report["questionnaires"]["parent"]["invited"], 1);
+}
+
+#[test]
+fn repeats_and_reopened_conversations_invite_once() {
+    let (_dir, platform, service) = start(3600);
+    assert_eq!(
+        send(&service, &status_changed(7, "resolved"), "delivery-a", SECRET).0,
+        200
+    );
+
+    let (status, body) = send(&service, &status_changed(7, "resolved"), "delivery-a", SECRET);
+    assert_eq!(
+        (status, body["status"].clone()),
+        (200, json!("duplicate")),
+        "same delivery again"
+    );
+    assert_eq!(
+        send(&service, &status_changed(7, "open"), "delivery-b", SECRET).1["status"],
+        "ignored"
+    );
+    let (status, body) = send(&service, &status_changed(7, "resolved"), "delivery-c", SECRET);
+    assert_eq!(
+        (status, body["status"].clone()),
+        (200, json!("duplicate")),
+        "resolved again after reopening"
+    );
+
+    platform.wait_for(2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(platform.requests().len(), 2, "one message and one note in all");
+}
+
+#[test]
+fn other_events_and_accounts_are_ignored() {
+    let (_dir, platform, service) = start(3600);
+    let mut message = status_changed(8, "resolved");
+    message["event"] = json!("message_created");
+    assert_eq!(send(&service, &message, "d-1", SECRET).1["status"], "ignored");
+
+    let mut other_account = status_changed(9, "resolved");
+    other_account["account_id"] = json!(ACCOUNT + 1);
+    assert_eq!(send(&service, &other_account, "d-2", SECRET).1["status"], "ignored");
+
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(platform.requests().is_empty(), "nothing was posted");
+    assert_eq!(service.report()["chats"], 0);
+}
+
+#[test]
+fn wrong_chatwoot_signature_is_rejected() {
+    let (_dir, _platform, service) = start(3600);
+    let (status, body) = send(&service, &status_changed(10, "resolved"), "d-3", "not-the-secret");
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "invalid_signature");
+    assert!(!body.to_string().contains(SECRET), "the error reveals the secret");
+    assert_eq!(service.report()["chats"], 0);
+}
+
+#[test]
+fn reconciliation_invites_when_the_webhook_is_lost() {
+    let (_dir, platform, service) = start(1);
+    let old = conversation(11, "resolved", now_secs() - 86_400);
+    let lost = conversation(12, "resolved", now_secs() + 5);
+    *platform.conversations.lock().unwrap() = json!({ "data": { "meta": {}, "payload": [lost, old] } });
+
+    assert_invitations_posted(&platform, 12);
+    std::thread::sleep(Duration::from_millis(2500));
+    let posted_to_old = platform
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/conversations/11/"))
+        .count();
+    assert_eq!(
+        posted_to_old, 0,
+        "a conversation resolved before the first start is not invited"
+    );
+
+    // The webhook arriving late changes nothing.
+    let (status, body) = send(&service, &status_changed(12, "resolved"), "late", SECRET);
+    assert_eq!((status, body["status"].clone()), (200, json!("duplicate")));
+    assert_eq!(service.report()["chats"], 1);
+}
