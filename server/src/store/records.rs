@@ -24,6 +24,10 @@ pub struct ChatRecord {
     pub eligible: bool,
     pub parent_invitation: InvitationId,
     pub professional_invitation: InvitationId,
+    /// Pseudonym of the professional's participant id, which the nurse's
+    /// console code is derived from. `None` for chats stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub professional_participant: Option<String>,
 }
 
 impl ChatRecord {
