@@ -45,7 +45,11 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
         eligible,
         parent_invitation: parent_id.clone(),
         professional_invitation: professional_id.clone(),
-        professional_participant: Some(state.pseudonym_key.pseudonym("participant", &chat.professional_participant)),
+        professional_participant: Some(
+            state
+                .pseudonym_key
+                .pseudonym("participant", &chat.professional_participant),
+        ),
     };
     let invitation = |id: &InvitationId, role: Role| InvitationRecord {
         id: id.clone(),
