@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::Url;
 use sha2::{Digest, Sha256};
 
-use crate::signature::WebhookSecret;
+use crate::signature::{WebhookPublicKey, WebhookSecret};
 use crate::token::{ServerKey, hex};
 
 /// A secret string whose `Debug` and `Display` never show the value.
@@ -71,7 +71,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub secret_key: Option<ServerKey>,
     pub webhook_secrets: Vec<WebhookSecret>,
-    pub webhook_public_keys: Vec<String>,
+    pub webhook_public_keys: Vec<WebhookPublicKey>,
     pub platform_kind: PlatformKind,
     pub platform_url: Option<Url>,
     pub platform_token: Option<Secret>,
@@ -94,6 +94,10 @@ pub struct Settings {
     /// Fewest messages each side must have sent for a chat to be invited;
     /// 0 invites every chat. Applies only when the platform sends message counts.
     pub min_messages_per_side: u64,
+    /// Failed webhook signatures allowed per client address and minute.
+    pub failed_signature_limit: u32,
+    /// Questionnaire API calls allowed per token and minute.
+    pub questionnaire_call_limit: u32,
     /// Deliveries to the platform in flight at once.
     pub delivery_concurrency: usize,
     /// How long delivery of an invitation is retried before it is dead-lettered.
@@ -138,6 +142,8 @@ const KEYS: &[&str] = &[
     "retention_days",
     "min_cell_size",
     "min_messages_per_side",
+    "failed_signature_limit",
+    "questionnaire_call_limit",
     "delivery_concurrency",
     "delivery_horizon_hours",
     "delivery_timeout_ms",
@@ -298,11 +304,8 @@ impl RawSettings {
         let webhook_public_keys = match self.get("webhook_public_keys") {
             Some((value, name)) => split_list(value)
                 .map(|entry| {
-                    if entry.starts_with("whpk_") {
-                        Ok(entry.to_string())
-                    } else {
-                        Err(invalid(&name, "has a key that does not start with \"whpk_\""))
-                    }
+                    WebhookPublicKey::parse(entry)
+                        .map_err(|problem| invalid(&name, format_args!("has a key that {problem}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             None => Vec::new(),
@@ -382,6 +385,12 @@ impl RawSettings {
             .unwrap_or(168.0);
         let retention_days = self.number::<u32>("retention_days", 1, 36_500)?.unwrap_or(730);
         let min_cell_size = self.number::<u32>("min_cell_size", 1, 1_000_000)?.unwrap_or(10);
+        let failed_signature_limit = self
+            .number::<u32>("failed_signature_limit", 1, 1_000_000)?
+            .unwrap_or(120);
+        let questionnaire_call_limit = self
+            .number::<u32>("questionnaire_call_limit", 1, 1_000_000)?
+            .unwrap_or(120);
         let min_messages_per_side = self.number::<u64>("min_messages_per_side", 0, 10_000)?.unwrap_or(0);
         let delivery_concurrency = self.number::<usize>("delivery_concurrency", 1, 1024)?.unwrap_or(16);
         let horizon_hours = self.number::<u64>("delivery_horizon_hours", 1, 24 * 30)?.unwrap_or(24);
@@ -413,6 +422,8 @@ impl RawSettings {
             retention_days,
             min_cell_size,
             min_messages_per_side,
+            failed_signature_limit,
+            questionnaire_call_limit,
             delivery_concurrency,
             delivery_horizon: Duration::from_secs(horizon_hours * 3600),
             delivery_timeout: Duration::from_millis(timeout_ms),

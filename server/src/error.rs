@@ -17,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields merged into the JSON body, e.g. the missing items.
     pub details: Option<serde_json::Value>,
+    /// Sent as `Retry-After` (whole seconds, at least 1).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -26,7 +28,13 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, delay: std::time::Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -79,9 +87,12 @@ impl ResponseError for ApiError {
                 object.insert(key.clone(), value.clone());
             }
         }
-        HttpResponse::build(self.status)
-            .insert_header(("Cache-Control", "no-store"))
-            .json(body)
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header(("Cache-Control", "no-store"));
+        if let Some(delay) = self.retry_after {
+            response.insert_header(("Retry-After", delay.as_secs().max(1).to_string()));
+        }
+        response.json(body)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod intake;
 pub mod questionnaire;
+pub mod ratelimit;
 pub mod report;
 pub mod routes;
 pub mod signature;

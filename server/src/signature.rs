@@ -96,6 +96,52 @@ impl WebhookSecret {
     }
 }
 
+/// A Standard Webhooks ed25519 public key (`whpk_` + base64 of 32 bytes),
+/// for `v1a` signatures from a platform that keeps its signing key to itself.
+#[derive(Clone, Debug)]
+pub struct WebhookPublicKey {
+    key: ed25519_dalek::VerifyingKey,
+}
+
+impl WebhookPublicKey {
+    /// Parses a `whpk_` key; the error says what is wrong.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.trim() != value {
+            return Err("has white space before or after it; remove it".into());
+        }
+        let Some(encoded) = value.strip_prefix("whpk_") else {
+            return Err("does not start with \"whpk_\"; paste the whole public key".into());
+        };
+        let bytes = STANDARD
+            .decode(encoded)
+            .map_err(|_| "is not valid base64 after \"whpk_\"; paste the whole public key".to_string())?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|bytes: Vec<u8>| format!("decodes to {} bytes; an ed25519 public key has 32", bytes.len()))?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| "is not a valid ed25519 public key".to_string())?;
+        Ok(Self { key })
+    }
+
+    /// Returns the `whpk_` text of the key.
+    pub fn to_text(&self) -> String {
+        format!("whpk_{}", STANDARD.encode(self.key.as_bytes()))
+    }
+
+    fn verify_entry(&self, id: &str, timestamp: &str, body: &[u8], signature: &[u8]) -> bool {
+        let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+            return false;
+        };
+        let mut message = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
+        message.extend_from_slice(id.as_bytes());
+        message.push(b'.');
+        message.extend_from_slice(timestamp.as_bytes());
+        message.push(b'.');
+        message.extend_from_slice(body);
+        self.key.verify_strict(&message, &signature).is_ok()
+    }
+}
+
 /// Why a signed request was rejected. Each maps to one error code of the
 /// inbound webhook contract.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,6 +180,20 @@ pub fn verify(
     signature_header: &str,
     now: i64,
 ) -> Result<(), VerifyError> {
+    verify_with_public_keys(secrets, &[], id, timestamp, body, signature_header, now)
+}
+
+/// Like [`verify`], and also accepts a `v1a,<base64 ed25519>` entry that
+/// verifies with one of `public_keys`.
+pub fn verify_with_public_keys(
+    secrets: &[WebhookSecret],
+    public_keys: &[WebhookPublicKey],
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+    signature_header: &str,
+    now: i64,
+) -> Result<(), VerifyError> {
     let Some(sent_at) = parse_timestamp(timestamp) else {
         return Err(VerifyError::InvalidTimestamp);
     };
@@ -158,6 +218,19 @@ pub fn verify(
             matched |= secret.verify_entry(id, timestamp, body, signature);
         }
     }
+
+    let asymmetric: Vec<Vec<u8>> = signature_header
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1a,"))
+        .filter_map(|encoded| STANDARD.decode(encoded).ok())
+        .filter(|signature| signature.len() == 64)
+        .collect();
+    for key in public_keys {
+        for signature in &asymmetric {
+            matched |= key.verify_entry(id, timestamp, body, signature);
+        }
+    }
+
     if matched {
         Ok(())
     } else {
@@ -302,6 +375,37 @@ mod tests {
                 "error repeats the secret"
             );
         }
+    }
+
+    #[test]
+    fn v1a_signature_verifies_with_public_key() {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let public =
+            WebhookPublicKey::parse(&format!("whpk_{}", STANDARD.encode(signing.verifying_key().as_bytes()))).unwrap();
+        let content = format!("{EXAMPLE_ID}.1614265330.{}", std::str::from_utf8(EXAMPLE_BODY).unwrap());
+        let signature = ed25519_dalek::Signer::sign(&signing, content.as_bytes());
+        let header = format!("v1,bm90IGl0 v1a,{}", STANDARD.encode(signature.to_bytes()));
+
+        let keys = [public];
+        let ok = verify_with_public_keys(&[], &keys, EXAMPLE_ID, "1614265330", EXAMPLE_BODY, &header, EXAMPLE_TS);
+        assert_eq!(ok, Ok(()));
+        let mut changed = EXAMPLE_BODY.to_vec();
+        changed[2] ^= 1;
+        let bad = verify_with_public_keys(&[], &keys, EXAMPLE_ID, "1614265330", &changed, &header, EXAMPLE_TS);
+        assert_eq!(bad, Err(VerifyError::InvalidSignature));
+        let without_keys = verify(&[], EXAMPLE_ID, "1614265330", EXAMPLE_BODY, &header, EXAMPLE_TS);
+        assert_eq!(without_keys, Err(VerifyError::InvalidSignature));
+    }
+
+    #[test]
+    fn public_key_validation_names_the_problem() {
+        assert!(WebhookPublicKey::parse("whpk_c2hvcnQ=").unwrap_err().contains("32"));
+        assert!(WebhookPublicKey::parse("whsec_c2hvcnQ=").unwrap_err().contains("whpk_"));
+        assert!(
+            WebhookPublicKey::parse(" whpk_c2hvcnQ=")
+                .unwrap_err()
+                .contains("white space")
+        );
     }
 
     #[test]

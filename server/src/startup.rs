@@ -1,7 +1,8 @@
 //! Builds the application: opens the store, starts the delivery worker,
 //! binds the listener (port 0 allowed) and returns the running service.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpServer, web};
@@ -11,6 +12,7 @@ use subtle::ConstantTimeEq;
 use crate::config::Settings;
 use crate::delivery::{self, DeliveryHandle};
 use crate::error::ApiError;
+use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::store::records::Millis;
 use crate::token::{PseudonymKey, TokenKey};
@@ -22,6 +24,10 @@ pub struct AppState {
     pub token_key: TokenKey,
     pub pseudonym_key: PseudonymKey,
     pub delivery: DeliveryHandle,
+    /// Failed webhook signatures per client address.
+    pub failed_signatures: RateLimiter<IpAddr>,
+    /// Questionnaire API calls per invitation.
+    pub questionnaire_calls: RateLimiter<crate::token::InvitationId>,
 }
 
 /// What an admin token may see.
@@ -116,7 +122,10 @@ pub fn build(settings: Settings) -> Result<Application, String> {
 
     let token_key = secret_key.token_key();
     let delivery = delivery::start(&settings, store.clone(), token_key.clone())?;
+    let minute = Duration::from_secs(60);
     let state = web::Data::new(AppState {
+        failed_signatures: RateLimiter::new(settings.failed_signature_limit, minute),
+        questionnaire_calls: RateLimiter::new(settings.questionnaire_call_limit, minute),
         pseudonym_key: secret_key.pseudonym_key(),
         token_key,
         store,
@@ -124,6 +133,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         settings,
     });
 
+    tokio::spawn(prune_webhook_ids(state.store.clone()));
     if state.settings.platform_kind == crate::config::PlatformKind::Chatwoot {
         let client = crate::chatwoot::client::ChatwootClient::new(&state.settings, state.token_key.clone())?;
         let interval = state.settings.chatwoot_reconcile_interval;
@@ -193,5 +203,20 @@ impl Application {
         state.delivery.stop().await;
         state.store.flush().await.map_err(|error| error.to_string())?;
         result
+    }
+}
+
+/// Seen webhook ids are kept 8 days, because platforms retry with the same
+/// id for days; older ones are pruned once an hour.
+async fn prune_webhook_ids(store: Store) {
+    const KEEP: Duration = Duration::from_secs(8 * 24 * 3600);
+    loop {
+        let cutoff = now_millis() - KEEP.as_millis() as Millis;
+        match store.prune_webhook_ids(cutoff) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "pruned webhook ids older than 8 days"),
+            Err(error) => tracing::error!(%error, "pruning webhook ids failed; trying again in an hour"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }

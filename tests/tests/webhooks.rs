@@ -222,3 +222,152 @@ fn checks_run_in_the_documented_order() {
 
     assert_eq!(chats_stored(&service), 0);
 }
+
+fn start_with(extra: Vec<(&str, String)>) -> (tempfile::TempDir, RecordingPlatform, Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = RecordingPlatform::start();
+    let mut config = TestConfig::new(dir.path(), &platform.url);
+    config.extra = extra.into_iter().map(|(key, value)| (key.to_string(), value)).collect();
+    let service = Service::start(&config);
+    (dir, platform, service)
+}
+
+#[test]
+fn v1a_signature_verifies_with_public_key() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use ed25519_dalek::Signer;
+
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+    let public_key = format!("whpk_{}", STANDARD.encode(signing.verifying_key().as_bytes()));
+    let (_dir, _platform, service) = start_with(vec![("ALLIANCE_WEBHOOK_PUBLIC_KEYS", public_key)]);
+
+    let mut webhook = SignedWebhook::chat_ended(&common::random_secret(), "c-v1a");
+    let content = [
+        webhook.id.as_bytes(),
+        b".",
+        webhook.timestamp.as_bytes(),
+        b".",
+        &webhook.body,
+    ]
+    .concat();
+    webhook.signature = format!("v1a,{}", STANDARD.encode(signing.sign(&content).to_bytes()));
+    assert_eq!(webhook.send(&service).0, 202, "a valid v1a signature is accepted");
+
+    let mut forged = SignedWebhook::chat_ended(&common::random_secret(), "c-v1a-forged");
+    forged.signature = webhook.signature.clone();
+    assert_rejected(&service, &forged, 401, "invalid_signature");
+    assert_eq!(chats_stored(&service), 1);
+}
+
+#[test]
+fn failed_signatures_are_limited_per_address() {
+    let (_dir, _platform, service) = start_with(vec![("ALLIANCE_FAILED_SIGNATURE_LIMIT", "5".into())]);
+    for attempt in 0..5 {
+        let forged = SignedWebhook::chat_ended(&common::random_secret(), &format!("c-forged-{attempt}"));
+        assert_eq!(forged.send(&service).0, 401, "failure {attempt} is within the limit");
+    }
+    let over = SignedWebhook::chat_ended(&common::random_secret(), "c-forged-over");
+    let response = client()
+        .post(service.url("/webhooks/chat-ended"))
+        .header("content-type", "application/json")
+        .header("webhook-id", &over.id)
+        .header("webhook-timestamp", &over.timestamp)
+        .header("webhook-signature", &over.signature)
+        .body(over.body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 429, "the sixth failure in a minute");
+    assert!(
+        response.headers().get("retry-after").is_some(),
+        "429 carries Retry-After"
+    );
+
+    let genuine = SignedWebhook::chat_ended(&service.config.webhook_secrets[0], "c-genuine");
+    assert_eq!(
+        genuine.send(&service).0,
+        202,
+        "a correctly signed request is never throttled"
+    );
+}
+
+#[test]
+fn short_chats_are_counted_ineligible() {
+    let (_dir, platform, service) = start_with(vec![("ALLIANCE_MIN_MESSAGES_PER_SIDE", "10".into())]);
+    // The helper's chat has 9 parent and 11 professional messages.
+    let short = SignedWebhook::chat_ended(&service.config.webhook_secrets[0], "c-short");
+    assert_eq!(short.send(&service).0, 202);
+
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(platform.requests().is_empty(), "an ineligible chat gets no invitations");
+    let report = service.report();
+    assert_eq!(report["chats"], 0, "ineligible chats stay out of the response rates");
+    assert_eq!(report["chats_ineligible"], 1);
+}
+
+#[test]
+fn platform_answers_arrive_by_webhook() {
+    let (_dir, platform, service) = start();
+    let secret = service.config.webhook_secrets[0].clone();
+    assert_eq!(SignedWebhook::chat_ended(&secret, "c-answered").send(&service).0, 202);
+    platform.wait_for(2, Duration::from_secs(10));
+    let token = platform.token_for("parent").unwrap();
+
+    let answers: serde_json::Map<String, serde_json::Value> = (1..=11)
+        .map(|item| (item.to_string(), serde_json::json!("good")))
+        .collect();
+    let body = serde_json::json!({
+        "type": "questionnaire.answered",
+        "data": { "token": token, "answers": answers, "submitted": true, "comment": "Fijn gesprek" }
+    });
+    let send = |id: &str, body: &serde_json::Value| {
+        let webhook = SignedWebhook::new(&secret, id, serde_json::to_vec(body).unwrap());
+        let response = client()
+            .post(service.url("/webhooks/questionnaire-answered"))
+            .header("content-type", "application/json")
+            .header("webhook-id", &webhook.id)
+            .header("webhook-timestamp", &webhook.timestamp)
+            .header("webhook-signature", &webhook.signature)
+            .body(webhook.body.clone())
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().unwrap_or_default())
+    };
+
+    let (status, reply) = send("msg_answers_1", &body);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["status"], "submitted");
+    assert_eq!(
+        send("msg_answers_1", &body).1["status"],
+        "duplicate",
+        "same webhook id again"
+    );
+    assert_eq!(
+        send("msg_answers_2", &body).0,
+        200,
+        "the same answers under a new id change nothing"
+    );
+
+    let mut changed = body.clone();
+    changed["data"]["answers"]["3"] = serde_json::json!("insufficient");
+    let (status, reply) = send("msg_answers_3", &changed);
+    assert_eq!(
+        (status, reply["error"].clone()),
+        (409, serde_json::json!("already_submitted"))
+    );
+
+    let mut bad_rating = body.clone();
+    bad_rating["data"]["answers"]["1"] = serde_json::json!("great");
+    assert_eq!(send("msg_answers_4", &bad_rating).1["error"], "invalid_rating");
+    let mut bad_item = body.clone();
+    bad_item["data"]["answers"]["12"] = serde_json::json!("good");
+    assert_eq!(send("msg_answers_5", &bad_item).1["error"], "invalid_item");
+    let mut forged = body.clone();
+    forged["data"]["token"] = serde_json::json!(format!("{token}x"));
+    assert_eq!(send("msg_answers_6", &forged).0, 404);
+
+    let funnel = &service.report()["questionnaires"]["parent"];
+    assert_eq!(funnel["complete"], 1);
+    assert_eq!(funnel["submitted"], 1);
+}

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::chatwoot::{self, ChatwootVerifyError, ConversationEvent};
 use crate::error::ApiError;
 use crate::intake;
-use crate::routes::webhooks::require_json_content_type;
+use crate::routes::webhooks::{count_failed_signature, require_json_content_type};
 use crate::routes::{parse_json_value, read_body};
 use crate::signature::TIMESTAMP_TOLERANCE_SECS;
 use crate::startup::AppState;
@@ -28,66 +28,13 @@ pub async fn chatwoot_webhook(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&request, payload, MAX_CHATWOOT_BYTES).await?;
-
-    let Some(secret) = state.settings.chatwoot_webhook_secret.as_ref() else {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not_configured",
-            "this service is not connected to Chatwoot (ALLIANCE_CHATWOOT_WEBHOOK_SECRET is not set)",
-        ));
-    };
-    for name in HEADERS {
-        if request.headers().get_all(name).count() > 1 {
-            return Err(ApiError::bad_request(
-                "duplicate_header",
-                format!("header {name} is given more than once; send it once"),
-            ));
-        }
-    }
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-    };
-    let (signature, timestamp, delivery) = (header(HEADERS[0]), header(HEADERS[1]), header(HEADERS[2]));
-    if signature.is_empty() || timestamp.is_empty() {
-        return Err(ApiError::unauthorized(
-            "missing_signature_headers",
-            "headers X-Chatwoot-Signature and X-Chatwoot-Timestamp are required; \
-             Chatwoot signs account webhooks since version 4.11",
-        ));
-    }
-
+    verify(&state, &request, &body).map_err(|error| count_failed_signature(&state, &request, error))?;
     let now = state.now_millis() / 1000;
-    match chatwoot::verify(secret.expose(), timestamp, &body, signature, now) {
-        Ok(()) => {}
-        Err(ChatwootVerifyError::InvalidTimestamp) => {
-            return Err(ApiError::unauthorized(
-                "invalid_timestamp",
-                "header X-Chatwoot-Timestamp must be the Unix time in whole seconds, digits only",
-            ));
-        }
-        Err(ChatwootVerifyError::OutOfWindow { offset_secs }) => {
-            return Err(ApiError::unauthorized(
-                "timestamp_out_of_window",
-                format!(
-                    "X-Chatwoot-Timestamp is {} seconds from the service clock; the limit is \
-                     {TIMESTAMP_TOLERANCE_SECS} seconds. Check the clocks of both servers",
-                    offset_secs.abs()
-                ),
-            ));
-        }
-        Err(ChatwootVerifyError::InvalidSignature) => {
-            tracing::warn!(peer = ?request.peer_addr(), "Chatwoot webhook signature did not match");
-            return Err(ApiError::unauthorized(
-                "invalid_signature",
-                "X-Chatwoot-Signature does not match; copy the webhook's secret from Chatwoot \
-                 (Settings → Integrations → Webhooks) into ALLIANCE_CHATWOOT_WEBHOOK_SECRET",
-            ));
-        }
-    }
+    let delivery = request
+        .headers()
+        .get(HEADERS[2])
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
 
     require_json_content_type(&request)?;
     let event = parse_json_value(&body)?;
@@ -116,4 +63,69 @@ pub async fn chatwoot_webhook(
         ChatAcceptance::DuplicateWebhook | ChatAcceptance::KnownChat => "duplicate",
     };
     Ok(HttpResponse::Ok().json(json!({ "status": status })))
+}
+
+/// Checks the Chatwoot headers, timestamp and signature.
+fn verify(state: &AppState, request: &HttpRequest, body: &[u8]) -> Result<(), ApiError> {
+    let Some(secret) = state.settings.chatwoot_webhook_secret.as_ref() else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not_configured",
+            "this service is not connected to Chatwoot (ALLIANCE_CHATWOOT_WEBHOOK_SECRET is not set)",
+        ));
+    };
+    for name in HEADERS {
+        if request.headers().get_all(name).count() > 1 {
+            return Err(ApiError::bad_request(
+                "duplicate_header",
+                format!("header {name} is given more than once; send it once"),
+            ));
+        }
+    }
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+    };
+    let (signature, timestamp) = (header(HEADERS[0]), header(HEADERS[1]));
+    if signature.is_empty() || timestamp.is_empty() {
+        return Err(ApiError::unauthorized(
+            "missing_signature_headers",
+            "headers X-Chatwoot-Signature and X-Chatwoot-Timestamp are required; \
+             Chatwoot signs account webhooks since version 4.11",
+        ));
+    }
+
+    let now = state.now_millis() / 1000;
+    match chatwoot::verify(secret.expose(), timestamp, body, signature, now) {
+        Ok(()) => {}
+        Err(ChatwootVerifyError::InvalidTimestamp) => {
+            return Err(ApiError::unauthorized(
+                "invalid_timestamp",
+                "header X-Chatwoot-Timestamp must be the Unix time in whole seconds, digits only",
+            ));
+        }
+        Err(ChatwootVerifyError::OutOfWindow { offset_secs }) => {
+            return Err(ApiError::unauthorized(
+                "timestamp_out_of_window",
+                format!(
+                    "X-Chatwoot-Timestamp is {} seconds from the service clock; the limit is \
+                     {TIMESTAMP_TOLERANCE_SECS} seconds. Check the clocks of both servers",
+                    offset_secs.abs()
+                ),
+            ));
+        }
+        Err(ChatwootVerifyError::InvalidSignature) => {
+            tracing::warn!(peer = ?request.peer_addr(), "Chatwoot webhook signature did not match");
+            return Err(ApiError::unauthorized(
+                "invalid_signature",
+                "X-Chatwoot-Signature does not match; copy the webhook's secret from Chatwoot \
+                 (Settings → Integrations → Webhooks) into ALLIANCE_CHATWOOT_WEBHOOK_SECRET",
+            ));
+        }
+    }
+
+    Ok(())
 }

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(webhooks::chat_ended)
+        .service(webhooks::questionnaire_answered)
         .service(chatwoot::chatwoot_webhook)
         .service(questionnaire::get_questionnaire)
         .service(questionnaire::put_item)

@@ -48,8 +48,21 @@ fn already_declined() -> ApiError {
     )
 }
 
+/// Checks the token and counts the call against the token's rate limit.
 fn invitation_id(state: &AppState, token: &str) -> Result<InvitationId, ApiError> {
-    state.token_key.verify(token).ok_or_else(not_found)
+    let id = state.token_key.verify(token).ok_or_else(not_found)?;
+    if let Err(retry_after) = state.questionnaire_calls.hit(&id) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many calls for this questionnaire; try again in {} seconds",
+                retry_after.as_secs().max(1)
+            ),
+        )
+        .with_retry_after(retry_after));
+    }
+    Ok(id)
 }
 
 /// Maps a failed update to its HTTP error.
@@ -59,6 +72,56 @@ fn update_failed(error: UpdateError<ApiError>) -> ApiError {
         UpdateError::Rejected(error) => error,
         UpdateError::Store(error) => error.into(),
     }
+}
+
+/// Applies answers from a platform that renders the questionnaire itself:
+/// the same rules as the plugin's calls, so a repeat of an accepted
+/// submission changes nothing and is not an error.
+pub fn apply_platform_answers(
+    record: &mut InvitationRecord,
+    answers: &[(ItemNumber, Rating)],
+    lock: bool,
+    comment: Option<String>,
+    now: Millis,
+) -> Result<(), ApiError> {
+    let same_answers = answers
+        .iter()
+        .all(|(item, rating)| record.response.answers[item.index()].map(|answer| answer.rating) == Some(*rating));
+    if record.response.submitted_at.is_some() && same_answers {
+        return Ok(());
+    }
+    require_open(record, now)?;
+
+    for (item, rating) in answers {
+        let slot = &mut record.response.answers[item.index()];
+        if slot.map(|answer| answer.rating) != Some(*rating) {
+            *slot = Some(Answer {
+                rating: *rating,
+                at: now,
+            });
+        }
+    }
+    if record.response.opened_at.is_none() {
+        record.response.opened_at = Some(now);
+    }
+    if record.response.is_complete() && record.response.completed_at.is_none() {
+        record.response.completed_at = Some(now);
+    }
+    if lock {
+        let missing: Vec<usize> = (1..=ITEM_COUNT)
+            .filter(|n| record.response.answers[n - 1].is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::unprocessable(
+                "incomplete",
+                format!("submitted is true but items {missing:?} are not answered; send all {ITEM_COUNT} items"),
+            )
+            .with_details(json!({ "missing": missing })));
+        }
+        record.response.submitted_at = Some(now);
+        record.response.comment = comment;
+    }
+    Ok(())
 }
 
 /// Rejects changes to a questionnaire that is submitted, declined or expired.

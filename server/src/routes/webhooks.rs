@@ -53,12 +53,46 @@ pub async fn chat_ended(
 }
 
 /// Runs the header, timestamp and signature checks of a Standard Webhooks
-/// request and returns its id and timestamp.
+/// request and returns its id and timestamp. Every `401` counts as a failed
+/// signature for the client's address; an address over the limit gets `429`
+/// for its failures, while correctly signed requests still pass.
 pub fn verify_standard_webhook(
     state: &AppState,
     request: &HttpRequest,
     body: &[u8],
 ) -> Result<(String, i64), ApiError> {
+    check_standard_webhook(state, request, body).map_err(|error| count_failed_signature(state, request, error))
+}
+
+/// Counts a `401` against the client's address and turns it into `429`
+/// when the address is over its limit of failed signatures.
+pub fn count_failed_signature(state: &AppState, request: &HttpRequest, error: ApiError) -> ApiError {
+    if error.status != StatusCode::UNAUTHORIZED {
+        return error;
+    }
+    let Some(address) = crate::ratelimit::client_address(request, &state.settings.trusted_proxies) else {
+        return error;
+    };
+    match state.failed_signatures.hit(&address) {
+        Ok(()) => error,
+        Err(retry_after) => {
+            tracing::debug!(%address, "too many failed webhook signatures from one address; answering 429");
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests with failed signatures from this address; fix the signing \
+                     and try again in {} seconds",
+                    retry_after.as_secs().max(1)
+                ),
+            )
+            .with_retry_after(retry_after)
+        }
+    }
+}
+
+/// The checks behind [`verify_standard_webhook`], in the documented order.
+fn check_standard_webhook(state: &AppState, request: &HttpRequest, body: &[u8]) -> Result<(String, i64), ApiError> {
     for name in SIGNATURE_HEADERS {
         if request.headers().get_all(name).count() > 1 {
             return Err(ApiError::bad_request(
@@ -89,8 +123,9 @@ pub fn verify_standard_webhook(
     let [id, timestamp, signature_header] = values;
 
     let now = state.now_millis() / 1000;
-    match signature::verify(
+    match signature::verify_with_public_keys(
         &state.settings.webhook_secrets,
+        &state.settings.webhook_public_keys,
         id,
         timestamp,
         body,
@@ -115,7 +150,7 @@ pub fn verify_standard_webhook(
             ))
         }
         Err(VerifyError::InvalidSignature) => {
-            tracing::warn!(peer = ?request.peer_addr(), "webhook signature did not match any configured secret");
+            tracing::debug!(peer = ?request.peer_addr(), "webhook signature did not match any configured secret");
             Err(ApiError::unauthorized(
                 "invalid_signature",
                 "no v1 signature in webhook-signature matches a configured secret; check that the sender \
@@ -254,4 +289,98 @@ fn parse_message_counts(value: Option<&Value>) -> Result<Option<(u64, u64)>, Api
 
 fn invalid_payload(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_payload", message)
+}
+
+/// `POST /webhooks/questionnaire-answered`: answers from a platform that
+/// renders the questionnaire itself, Standard Webhooks signed, with the same
+/// validation as the plugin's calls and deduplicated on `webhook-id`.
+#[post("/webhooks/questionnaire-answered")]
+pub async fn questionnaire_answered(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    use crate::questionnaire::{ItemNumber, Rating};
+    use crate::routes::questionnaire::{MAX_COMMENT_CHARS, apply_platform_answers};
+    use crate::store::UpdateError;
+
+    let body = read_body(&request, payload, MAX_WEBHOOK_BYTES).await?;
+    let (id, _) = verify_standard_webhook(&state, &request, &body)?;
+    require_json_content_type(&request)?;
+    let event = parse_json_value(&body)?;
+    match event.get("type").and_then(Value::as_str) {
+        Some("questionnaire.answered") => {}
+        Some(_) => {
+            return Ok(HttpResponse::Ok()
+                .json(json!({ "status": "ignored", "reason": "event type is not questionnaire.answered" })));
+        }
+        None => return Err(invalid_payload("field \"type\" is missing or not a string")),
+    }
+    if state.store.webhook_seen(&id)? {
+        return Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "webhook-id already accepted" })));
+    }
+
+    let Some(data) = event.get("data").and_then(Value::as_object) else {
+        return Err(invalid_payload("field \"data\" is missing or not an object"));
+    };
+    let Some(token) = data.get("token").and_then(Value::as_str) else {
+        return Err(invalid_payload("field \"data.token\" is missing or not a string"));
+    };
+    let Some(answers_object) = data.get("answers").and_then(Value::as_object) else {
+        return Err(invalid_payload(
+            "field \"data.answers\" is missing or not an object such as {\"1\": \"good\"}",
+        ));
+    };
+    let mut answers = Vec::with_capacity(answers_object.len());
+    for (key, value) in answers_object {
+        let item = ItemNumber::parse(key).map_err(|problem| ApiError::unprocessable("invalid_item", problem))?;
+        let rating = value
+            .as_str()
+            .ok_or_else(|| format!("answer to item {key} must be a string"))
+            .and_then(Rating::parse)
+            .map_err(|problem| ApiError::unprocessable("invalid_rating", problem))?;
+        answers.push((item, rating));
+    }
+    let submitted = match data.get("submitted") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(_) => return Err(invalid_payload("field \"data.submitted\" must be true or false")),
+    };
+    let comment = match data.get("comment") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.chars().count() <= MAX_COMMENT_CHARS => {
+            Some(text.trim().to_string()).filter(|text| !text.is_empty())
+        }
+        Some(Value::String(_)) => {
+            return Err(ApiError::unprocessable(
+                "comment_too_long",
+                format!("field \"data.comment\" is longer than {MAX_COMMENT_CHARS} characters"),
+            ));
+        }
+        Some(_) => return Err(invalid_payload("field \"data.comment\" must be a string")),
+    };
+
+    let invitation = state
+        .token_key
+        .verify(token)
+        .ok_or_else(|| ApiError::not_found("field \"data.token\" is not a valid questionnaire token"))?;
+    let now = state.now_millis();
+    let result = state.store.update_invitation(&invitation, |record| {
+        apply_platform_answers(record, &answers, submitted, comment.clone(), now)
+    });
+    let (_, record) = match result {
+        Ok(updated) => updated,
+        Err(UpdateError::NotFound) => {
+            return Err(ApiError::not_found(
+                "field \"data.token\" is not a valid questionnaire token",
+            ));
+        }
+        Err(UpdateError::Rejected(error)) => return Err(error),
+        Err(UpdateError::Store(error)) => return Err(error.into()),
+    };
+    state.store.remember_webhook(&id, now)?;
+    state.store.flush().await?;
+    tracing::info!(webhook_id = %id, invitation = %invitation, "answers received from the platform");
+
+    Ok(HttpResponse::Ok().json(json!({ "status": record.status(now) })))
 }

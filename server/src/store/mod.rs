@@ -191,6 +191,32 @@ impl Store {
         }
     }
 
+    /// Whether a webhook id was accepted before.
+    pub fn webhook_seen(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.webhook_ids.contains_key(id)?)
+    }
+
+    /// Remembers an accepted webhook id; not durable until [`Store::flush`].
+    pub fn remember_webhook(&self, id: &str, now: Millis) -> Result<(), StoreError> {
+        self.webhook_ids.insert(id, &now.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Deletes webhook ids received before `cutoff` and returns how many.
+    /// Platforms retry with the same id for days, so callers keep at least 7.
+    pub fn prune_webhook_ids(&self, cutoff: Millis) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for entry in self.webhook_ids.iter() {
+            let (key, value) = entry?;
+            let received = value.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(0);
+            if received < cutoff {
+                self.webhook_ids.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     pub fn chat(&self, key: &str) -> Result<Option<ChatRecord>, StoreError> {
         self.chats
             .get(key)?
