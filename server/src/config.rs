@@ -98,6 +98,10 @@ pub struct Settings {
     pub failed_signature_limit: u32,
     /// Questionnaire API calls allowed per token and minute.
     pub questionnaire_call_limit: u32,
+    /// Consecutive temporary failures that pause delivery (circuit breaker).
+    pub breaker_threshold: u32,
+    /// Most delivery attempts per second; 0 means no limit.
+    pub delivery_rate_per_second: u32,
     /// Deliveries to the platform in flight at once.
     pub delivery_concurrency: usize,
     /// How long delivery of an invitation is retried before it is dead-lettered.
@@ -145,6 +149,8 @@ const KEYS: &[&str] = &[
     "failed_signature_limit",
     "questionnaire_call_limit",
     "delivery_concurrency",
+    "delivery_rate_per_second",
+    "breaker_threshold",
     "delivery_horizon_hours",
     "delivery_timeout_ms",
     "cache_mb",
@@ -392,6 +398,10 @@ impl RawSettings {
             .number::<u32>("questionnaire_call_limit", 1, 1_000_000)?
             .unwrap_or(120);
         let min_messages_per_side = self.number::<u64>("min_messages_per_side", 0, 10_000)?.unwrap_or(0);
+        let delivery_rate_per_second = self
+            .number::<u32>("delivery_rate_per_second", 0, 100_000)?
+            .unwrap_or(200);
+        let breaker_threshold = self.number::<u32>("breaker_threshold", 1, 10_000)?.unwrap_or(10);
         let delivery_concurrency = self.number::<usize>("delivery_concurrency", 1, 1024)?.unwrap_or(16);
         let horizon_hours = self.number::<u64>("delivery_horizon_hours", 1, 24 * 30)?.unwrap_or(24);
         let timeout_ms = self
@@ -425,6 +435,8 @@ impl RawSettings {
             failed_signature_limit,
             questionnaire_call_limit,
             delivery_concurrency,
+            delivery_rate_per_second,
+            breaker_threshold,
             delivery_horizon: Duration::from_secs(horizon_hours * 3600),
             delivery_timeout: Duration::from_millis(timeout_ms),
             cache_bytes: cache_mb * 1024 * 1024,

@@ -6,6 +6,7 @@
 //! the next delivery is due; it does not poll.
 
 mod generic;
+pub mod guard;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore};
+
+use guard::{Admission, CircuitBreaker, RateGate};
 
 use crate::config::Settings;
 use crate::startup::now_millis;
@@ -73,6 +76,8 @@ pub struct Counters {
 }
 
 struct Shared {
+    breaker: CircuitBreaker,
+    gate: RateGate,
     wake: Notify,
     running: AtomicBool,
     stopping: AtomicBool,
@@ -96,6 +101,11 @@ impl DeliveryHandle {
 
     pub fn is_running(&self) -> bool {
         self.shared.running.load(Ordering::Relaxed)
+    }
+
+    /// 0 closed, 1 open, 2 half open.
+    pub fn breaker_state(&self) -> u8 {
+        self.shared.breaker.state_code()
     }
 
     pub fn counters(&self) -> Counters {
@@ -126,6 +136,12 @@ impl DeliveryHandle {
 pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<DeliveryHandle, String> {
     let platform = Platform::new(settings, token_key)?;
     let shared = Arc::new(Shared {
+        breaker: CircuitBreaker::new(
+            settings.breaker_threshold,
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+        ),
+        gate: RateGate::new(settings.delivery_rate_per_second),
         wake: Notify::new(),
         running: AtomicBool::new(true),
         stopping: AtomicBool::new(false),
@@ -195,6 +211,13 @@ impl Worker {
         let due = self.store.due_deliveries(now, in_flight_count + self.concurrency)?;
 
         for (key, delivery) in due {
+            match self.shared.breaker.admit(std::time::Instant::now()) {
+                Admission::Allowed | Admission::Probe => {}
+                Admission::Paused(wait) => return Ok(wait),
+            }
+            if let Err(wait) = self.shared.gate.take(std::time::Instant::now()) {
+                return Ok(wait);
+            }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
@@ -249,11 +272,13 @@ impl Attempt {
 
         let result = match outcome {
             Outcome::Accepted => {
+                self.shared.breaker.record_success();
                 self.shared.accepted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(invitation = %id, attempts = delivery.attempts + 1, "invitation delivered");
                 self.store.complete_delivery(&key, &id, now)
             }
             Outcome::Retry { error, retry_after } => {
+                self.shared.breaker.record_failure(std::time::Instant::now());
                 delivery.attempts += 1;
                 delivery.last_error = Some(error.clone());
                 let delay = backoff(delivery.attempts, retry_after);
@@ -270,6 +295,8 @@ impl Attempt {
                 }
             }
             Outcome::Permanent { error } => {
+                // The platform answered, so it is up, even though it rejected this request.
+                self.shared.breaker.record_success();
                 delivery.attempts += 1;
                 delivery.last_error = Some(error.clone());
                 self.shared.dead.fetch_add(1, Ordering::Relaxed);

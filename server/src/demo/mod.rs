@@ -218,6 +218,8 @@ fn demo_settings(
         raw.set(key, value, "the demo".into());
     }
     raw.set("admin_token", secrets.admin_token.clone(), "the demo".into());
+    // The simulated platform takes any rate; the default limit protects real ones.
+    raw.set("delivery_rate_per_second", "0".into(), "the demo".into());
     let settings = raw.validate()?;
     settings.check_ready_to_serve()?;
     Ok(settings)

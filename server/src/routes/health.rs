@@ -34,6 +34,25 @@ pub async fn metrics(state: web::Data<AppState>, request: HttpRequest) -> Result
     text.push_str(&format!("alliance_chats_stored {}\n", state.store.chat_count()));
     text.push_str("# HELP alliance_deliveries_pending Invitations waiting for delivery.\n# TYPE alliance_deliveries_pending gauge\n");
     text.push_str(&format!("alliance_deliveries_pending {}\n", state.store.queue_len()));
+    let oldest_age = match state.store.oldest_pending()? {
+        Some(created_at) => ((state.now_millis() - created_at).max(0) as f64) / 1000.0,
+        None => 0.0,
+    };
+    text.push_str(
+        "# HELP alliance_deliveries_oldest_pending_age_seconds Age of the oldest invitation waiting for delivery.\n\
+         # TYPE alliance_deliveries_oldest_pending_age_seconds gauge\n",
+    );
+    text.push_str(&format!(
+        "alliance_deliveries_oldest_pending_age_seconds {oldest_age:.3}\n"
+    ));
+    text.push_str(
+        "# HELP alliance_platform_circuit_state Circuit breaker towards the platform: 0 closed, 1 open, 2 half open.\n\
+         # TYPE alliance_platform_circuit_state gauge\n",
+    );
+    text.push_str(&format!(
+        "alliance_platform_circuit_state {}\n",
+        state.delivery.breaker_state()
+    ));
     for (name, help, value) in [
         (
             "alliance_deliveries_accepted_total",

@@ -322,6 +322,17 @@ impl Store {
             .collect()
     }
 
+    /// Creation time of the oldest queued delivery.
+    pub fn oldest_pending(&self) -> Result<Option<Millis>, StoreError> {
+        let mut oldest: Option<Millis> = None;
+        for entry in self.queue.iter() {
+            let (key, value) = entry?;
+            let delivery: QueuedDelivery = decode(&key, &value)?;
+            oldest = Some(oldest.map_or(delivery.created_at, |at| at.min(delivery.created_at)));
+        }
+        Ok(oldest)
+    }
+
     pub fn queue_len(&self) -> usize {
         self.queue.len()
     }

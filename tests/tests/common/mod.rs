@@ -105,6 +105,7 @@ impl TestConfig {
             .env("ALLIANCE_PLATFORM_TOKEN", &self.platform_token)
             .env("ALLIANCE_PLATFORM_SIGNING_SECRET", &self.signing_secret)
             .env("ALLIANCE_ADMIN_TOKEN", &self.admin_token)
+            .env("ALLIANCE_DELIVERY_RATE_PER_SECOND", "0")
             .env("RUST_LOG", "warn");
         for (key, value) in &self.extra {
             command.env(key, value);
