@@ -76,3 +76,33 @@ pub async fn metrics(state: web::Data<AppState>, request: HttpRequest) -> Result
     }
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
 }
+
+const OPENAPI: &str = include_str!("../../api/openapi.json");
+
+/// `GET /openapi.json`: the HTTP contracts, kept by hand in `server/api/openapi.json`.
+#[get("/openapi.json")]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+
+    #[test]
+    fn openapi_describes_every_inbound_endpoint() {
+        let spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON");
+        assert_eq!(spec["openapi"], "3.1.0");
+        for path in [
+            "/webhooks/chat-ended",
+            "/webhooks/questionnaire-answered",
+            "/webhooks/chatwoot",
+            "/api/questionnaires/{token}",
+            "/api/questionnaires/{token}/items/{n}",
+            "/api/questionnaires/{token}/submit",
+            "/api/questionnaires/{token}/decline",
+        ] {
+            assert!(spec["paths"][path].is_object(), "{path} is described");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod chatwoot;
+pub mod console;
 pub mod health;
 pub mod pages;
 pub mod questionnaire;
@@ -28,12 +29,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(pages::questionnaire_page)
         .service(pages::widget_script)
         .service(pages::page_stylesheet)
+        .service(pages::favicon)
+        .service(console::chatwoot_page)
+        .service(console::console_script)
+        .service(console::exchange_code)
         .service(admin::report)
         .service(admin::deliveries)
         .service(admin::retry_delivery)
         .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
+        .service(health::openapi)
         .default_service(web::to(not_found));
 }
 

@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::middleware::Compress;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -13,6 +14,8 @@ use crate::token::hex;
 const WIDGET_JS: &str = include_str!("../../../widget/src/alliance-questionnaire.js");
 const PAGE_CSS: &str = include_str!("../../../widget/pages/page.css");
 const QUESTIONNAIRE_HTML: &str = include_str!("../../../widget/pages/questionnaire.html");
+pub(crate) const CONSOLE_HTML: &str = include_str!("../../../widget/pages/console.html");
+pub(crate) const CONSOLE_JS: &str = include_str!("../../../widget/pages/console.js");
 
 /// Version of the embedded assets: a short hash of their content, so a
 /// versioned URL can be cached for a year.
@@ -22,12 +25,13 @@ pub fn asset_version() -> &'static str {
         let mut hasher = Sha256::new();
         hasher.update(WIDGET_JS.as_bytes());
         hasher.update(PAGE_CSS.as_bytes());
+        hasher.update(CONSOLE_JS.as_bytes());
         hex(&hasher.finalize()[..6])
     })
 }
 
 /// Security headers shared by every page.
-fn page_headers(state: &AppState, response: &mut actix_web::HttpResponseBuilder) {
+pub(crate) fn page_headers(state: &AppState, response: &mut actix_web::HttpResponseBuilder) {
     let ancestors = if state.settings.platform_origins.is_empty() {
         "'self'".to_string()
     } else {
@@ -49,6 +53,54 @@ pub struct PageQuery {
     lang: Option<String>,
 }
 
+/// The page language: Dutch unless `?lang=en`.
+pub(crate) fn page_lang(query: &PageQuery) -> &'static str {
+    if query.lang.as_deref() == Some("en") {
+        "en"
+    } else {
+        "nl"
+    }
+}
+
+/// Escapes text for an HTML attribute value or element content.
+pub(crate) fn escape_attribute(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            _ => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The block on a nurse's own questionnaire page that shows her console code,
+/// folded away because most nurses use the link only.
+fn console_code_block(code: &str, lang: &str) -> String {
+    let (summary, intro, warning) = if lang == "en" {
+        (
+            "Questionnaire in your chat console",
+            "Do you work in Chatwoot? Then you can also fill in the questionnaire in the app beside the conversation. Paste this personal code there once:",
+            "Do not share this code. With it, someone can open your questionnaires.",
+        )
+    } else {
+        (
+            "Vragenlijst in je chatconsole",
+            "Werk je in Chatwoot? Dan kun je de vragenlijst ook invullen in de app naast het gesprek. Plak daar één keer deze persoonlijke code:",
+            "Deel deze code met niemand. Met de code kan iemand jouw vragenlijsten openen.",
+        )
+    };
+    format!(
+        "<details class=\"console-code\"><summary>{summary}</summary><p>{intro}</p>\
+         <p><code>{code}</code></p><p>{warning}</p></details>",
+        code = escape_attribute(code)
+    )
+}
+
 /// `GET /q/{token}`: the hosted questionnaire, in Dutch unless `?lang=en`.
 /// The page request does not count as opened; the plugin's API call does,
 /// because link previews fetch pages too.
@@ -64,16 +116,29 @@ pub async fn questionnaire_page(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     let token = if safe { token.as_str() } else { "" };
-    let lang = if query.lang.as_deref() == Some("en") {
-        "en"
-    } else {
-        "nl"
-    };
+    let lang = page_lang(&query);
+
+    // Only the nurse's own page shows her console code; reading it does not
+    // count the questionnaire as opened.
+    let console_block = state
+        .token_key
+        .verify(token)
+        .and_then(|id| match state.store.invitation(&id) {
+            Ok(invitation) => invitation,
+            Err(error) => {
+                tracing::error!(invitation = %id, %error, "reading the invitation for the hosted page failed");
+                None
+            }
+        })
+        .and_then(|invitation| crate::routes::console::code_for_invitation(&state, &invitation))
+        .map(|code| console_code_block(&code, lang))
+        .unwrap_or_default();
 
     let html = QUESTIONNAIRE_HTML
         .replace("{{TOKEN}}", token)
         .replace("{{LANG}}", lang)
-        .replace("{{VERSION}}", asset_version());
+        .replace("{{VERSION}}", asset_version())
+        .replace("{{CONSOLE}}", &console_block);
 
     let mut response = HttpResponse::Ok();
     page_headers(&state, &mut response);
@@ -87,7 +152,7 @@ pub struct AssetQuery {
     v: Option<String>,
 }
 
-fn asset(request: &HttpRequest, query: &AssetQuery, content_type: &str, body: &'static str) -> HttpResponse {
+pub(crate) fn asset(request: &HttpRequest, query: &AssetQuery, content_type: &str, body: &'static str) -> HttpResponse {
     let cache = if query.v.as_deref() == Some(asset_version()) {
         "public, max-age=31536000, immutable"
     } else {
@@ -118,13 +183,22 @@ fn asset(request: &HttpRequest, query: &AssetQuery, content_type: &str, body: &'
 }
 
 /// `GET /widget/alliance-questionnaire.js`: the plugin, an ES module.
-#[get("/widget/alliance-questionnaire.js")]
+#[get("/widget/alliance-questionnaire.js", wrap = "Compress::default()")]
 pub async fn widget_script(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
     asset(&request, &query, "text/javascript; charset=utf-8", WIDGET_JS)
 }
 
 /// `GET /widget/page.css`: the hosted page's own styles.
-#[get("/widget/page.css")]
+#[get("/widget/page.css", wrap = "Compress::default()")]
 pub async fn page_stylesheet(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
     asset(&request, &query, "text/css; charset=utf-8", PAGE_CSS)
+}
+
+/// `GET /favicon.ico`: no icon. Browsers ask for it on every page that links
+/// none; a 204 keeps a 404 out of their console.
+#[get("/favicon.ico")]
+pub async fn favicon() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((CACHE_CONTROL, "public, max-age=86400"))
+        .finish()
 }
