@@ -108,7 +108,7 @@ pub async fn chatwoot_page(state: web::Data<AppState>, query: web::Query<PageQue
 }
 
 /// `GET /widget/console.js`: the console page's script.
-#[get("/widget/console.js", wrap = "actix_web::middleware::Compress::default()")]
+#[get("/widget/console.js")]
 pub async fn console_script(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
     pages::asset(&request, &query, "text/javascript; charset=utf-8", pages::CONSOLE_JS)
 }

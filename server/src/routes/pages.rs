@@ -3,7 +3,6 @@
 use std::sync::OnceLock;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::middleware::Compress;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -152,6 +151,37 @@ pub struct AssetQuery {
     v: Option<String>,
 }
 
+/// Returns `body` compressed once with gzip at the best level and kept for
+/// the life of the process; the assets are few and never change.
+fn gzipped(body: &'static str) -> &'static [u8] {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    static CACHE: OnceLock<Mutex<HashMap<usize, &'static [u8]>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache.lock().expect("gzip cache lock");
+    cache.entry(body.as_ptr() as usize).or_insert_with(|| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(body.as_bytes()).expect("writing to memory succeeds");
+        Box::leak(encoder.finish().expect("writing to memory succeeds").into_boxed_slice())
+    })
+}
+
+fn accepts_gzip(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get_all("accept-encoding")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|parameter| matches!(parameter.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
 pub(crate) fn asset(request: &HttpRequest, query: &AssetQuery, content_type: &str, body: &'static str) -> HttpResponse {
     let cache = if query.v.as_deref() == Some(asset_version()) {
         "public, max-age=31536000, immutable"
@@ -175,21 +205,24 @@ pub(crate) fn asset(request: &HttpRequest, query: &AssetQuery, content_type: &st
         .insert_header(("ETag", etag))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("Access-Control-Allow-Origin", "*"));
+    response.insert_header(("Vary", "Accept-Encoding"));
     if not_modified {
         response.finish()
+    } else if accepts_gzip(request) {
+        response.insert_header(("Content-Encoding", "gzip")).body(gzipped(body))
     } else {
         response.body(body)
     }
 }
 
 /// `GET /widget/alliance-questionnaire.js`: the plugin, an ES module.
-#[get("/widget/alliance-questionnaire.js", wrap = "Compress::default()")]
+#[get("/widget/alliance-questionnaire.js")]
 pub async fn widget_script(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
     asset(&request, &query, "text/javascript; charset=utf-8", WIDGET_JS)
 }
 
 /// `GET /widget/page.css`: the hosted page's own styles.
-#[get("/widget/page.css", wrap = "Compress::default()")]
+#[get("/widget/page.css")]
 pub async fn page_stylesheet(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
     asset(&request, &query, "text/css; charset=utf-8", PAGE_CSS)
 }
