@@ -86,17 +86,18 @@ impl ChatwootClient {
         }
     }
 
-    /// Posts one invitation. Chatwoot has no idempotency keys, so a retry
-    /// first looks for an earlier post of the same invitation in the
-    /// conversation and counts it as delivered when it finds one.
+    /// Posts one invitation. Chatwoot has no idempotency keys, so every
+    /// attempt first looks for an earlier post of the same invitation in the
+    /// conversation and counts it as delivered when it finds one. It looks
+    /// on the first attempt too: a post may have landed just before a crash
+    /// or before an admin retried a dead letter, and neither is counted in
+    /// `attempts`.
     pub async fn send(&self, delivery: &QueuedDelivery) -> Outcome {
         let messages_url = self.url(&["conversations", &delivery.chat_id, "messages"]);
-        if delivery.attempts > 0 {
-            match self.already_posted(&messages_url, delivery).await {
-                Ok(true) => return Outcome::Accepted,
-                Ok(false) => {}
-                Err(outcome) => return outcome,
-            }
+        match self.already_posted(&messages_url, delivery).await {
+            Ok(true) => return Outcome::Accepted,
+            Ok(false) => {}
+            Err(outcome) => return outcome,
         }
 
         let response = self

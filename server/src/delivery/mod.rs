@@ -211,13 +211,6 @@ impl Worker {
         let due = self.store.due_deliveries(now, in_flight_count + self.concurrency)?;
 
         for (key, delivery) in due {
-            match self.shared.breaker.admit(std::time::Instant::now()) {
-                Admission::Allowed | Admission::Probe => {}
-                Admission::Paused(wait) => return Ok(wait),
-            }
-            if let Err(wait) = self.shared.gate.take(std::time::Instant::now()) {
-                return Ok(wait);
-            }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
@@ -230,6 +223,23 @@ impl Worker {
                     continue;
                 }
                 in_flight.insert(delivery.invitation_id.clone());
+            }
+            // The breaker is asked last, because a half-open breaker hands
+            // out its one probe with the answer; it must then be sent.
+            let now_instant = std::time::Instant::now();
+            let refused = match self.shared.gate.take(now_instant) {
+                Err(wait) => Some(wait),
+                Ok(()) => match self.shared.breaker.admit(now_instant) {
+                    Admission::Allowed | Admission::Probe => None,
+                    Admission::Paused(wait) => Some(wait),
+                },
+            };
+            if let Some(wait) = refused {
+                self.in_flight
+                    .lock()
+                    .expect("in-flight set")
+                    .remove(&delivery.invitation_id);
+                return Ok(wait);
             }
 
             let attempt = Attempt {

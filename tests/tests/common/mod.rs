@@ -385,4 +385,5 @@ fn serve_connection(
     }
 }
 
+pub mod faulty;
 pub mod study;
