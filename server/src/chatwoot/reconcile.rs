@@ -91,7 +91,11 @@ async fn accept(state: &AppState, client: &ChatwootClient, conversation: &Value)
             return Ok(0);
         }
     };
-    let dedup_key = format!("chatwoot-reconcile-{}", chat.chat_id);
+    // Keyed by the pseudonym: the store and the log never see a raw conversation id.
+    let dedup_key = format!(
+        "chatwoot-reconcile-{}",
+        state.pseudonym_key.pseudonym("chat", &chat.chat_id)
+    );
     let acceptance = crate::intake::accept(state, &dedup_key, &chat)
         .await
         .map_err(|error| error.to_string())?;

@@ -54,7 +54,10 @@ pub async fn chatwoot_webhook(
 
     // Deduplicate on the delivery id when Chatwoot sends one, otherwise on the conversation.
     let dedup_key = if delivery.is_empty() {
-        format!("chatwoot-conversation-{}", chat.chat_id)
+        format!(
+            "chatwoot-conversation-{}",
+            state.pseudonym_key.pseudonym("chat", &chat.chat_id)
+        )
     } else {
         format!("chatwoot-delivery-{delivery}")
     };
