@@ -41,6 +41,7 @@ pub enum Command {
     Serve,
     /// Replay the 2022 study through a real service and a simulated chat platform, then print the report.
     Demo(crate::demo::DemoArgs),
+    /// Load the webhook intake on loopback and report throughput and latency against GET /healthz.
     /// Print the report, from the store or from a running service.
     Report {
         /// First day included, YYYY-MM-DD (Europe/Amsterdam, by chat end time).
@@ -70,6 +71,10 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Write a copy of the store that `alliance restore` can start a new data directory from.
+    Backup(crate::backup::BackupArgs),
+    /// Fill an empty data directory (ALLIANCE_DATA_DIR) from a backup.
+    Restore(crate::backup::RestoreArgs),
     /// Validate the configuration and say what is wrong and how to fix it.
     CheckConfig,
 }
@@ -119,6 +124,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             body,
             url,
         } => sign(&secret_file, &id, &body, url.as_deref()),
+        Command::Backup(arguments) => crate::backup::backup(config_file, arguments).await,
+        Command::Restore(arguments) => crate::backup::restore(config_file, arguments),
         Command::CheckConfig => check_config(config_file),
     }
 }

@@ -69,6 +69,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub public_url: Url,
     pub data_dir: PathBuf,
+    /// Where `POST /api/admin/backup` writes backups.
+    pub backup_dir: PathBuf,
     pub secret_key: Option<ServerKey>,
     pub webhook_secrets: Vec<WebhookSecret>,
     pub webhook_public_keys: Vec<WebhookPublicKey>,
@@ -126,6 +128,7 @@ const KEYS: &[&str] = &[
     "listen",
     "public_url",
     "data_dir",
+    "backup_dir",
     "secret_key",
     "webhook_secrets",
     "webhook_public_keys",
@@ -284,6 +287,11 @@ impl RawSettings {
             .map(|(value, _)| PathBuf::from(value))
             .unwrap_or_else(|| "./data".into());
 
+        let backup_dir = self
+            .get("backup_dir")
+            .map(|(value, _)| PathBuf::from(value))
+            .unwrap_or_else(|| "./backups".into());
+
         let secret_key = match self.get("secret_key") {
             Some((value, name)) => Some(parse_server_key(value, &name)?),
             None => None,
@@ -413,6 +421,7 @@ impl RawSettings {
             listen,
             public_url,
             data_dir,
+            backup_dir,
             secret_key,
             webhook_secrets,
             webhook_public_keys,

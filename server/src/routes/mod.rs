@@ -40,6 +40,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(health::readyz)
         .service(health::metrics)
         .service(health::openapi)
+        .service(crate::backup::backup_route)
         .default_service(web::to(not_found));
 }
 

@@ -1,0 +1,152 @@
+//! `alliance backup DIR` and `alliance restore DIR`, and the admin API's
+//! `POST /api/admin/backup`: a copy of the store that another data
+//! directory can start from. Restoring needs the same `ALLIANCE_SECRET_KEY`,
+//! because tokens and pseudonyms are derived from it.
+
+use std::path::{Path, PathBuf};
+
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use clap::Args;
+use serde_json::json;
+
+use crate::cli::CliError;
+use crate::config::RawSettings;
+use crate::error::ApiError;
+use crate::startup::{AppState, now_millis};
+use crate::store::Store;
+
+/// Name of the file that marks a directory as a finished backup.
+const MARKER: &str = "alliance-backup.json";
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Directory to write the backup into; it must not exist or be empty.
+    pub dir: PathBuf,
+    /// Ask this running service to write a backup into its ALLIANCE_BACKUP_DIR instead.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// A directory written by `alliance backup`.
+    pub dir: PathBuf,
+}
+
+fn is_empty_or_missing(dir: &Path) -> Result<bool, String> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(error) => Err(format!("cannot read {}: {error}", dir.display())),
+    }
+}
+
+/// Writes a backup of `store` into `dir` and marks it finished.
+pub fn write_backup(store: &Store, dir: &Path) -> Result<usize, String> {
+    if !is_empty_or_missing(dir)? {
+        return Err(format!(
+            "{} is not empty; choose a new directory for the backup",
+            dir.display()
+        ));
+    }
+    let chats = store
+        .copy_to(&dir.join("store"))
+        .map_err(|error| format!("the backup into {} failed: {error}", dir.display()))?;
+    let marker = json!({
+        "created_at": crate::routes::questionnaire::time_text(now_millis()),
+        "chats": chats,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    std::fs::write(
+        dir.join(MARKER),
+        serde_json::to_vec_pretty(&marker).expect("JSON serialises"),
+    )
+    .map_err(|error| format!("cannot write {}: {error}", dir.join(MARKER).display()))?;
+    Ok(chats)
+}
+
+pub async fn backup(config_file: Option<&Path>, arguments: BackupArgs) -> Result<(), CliError> {
+    let settings = RawSettings::load(config_file)?.validate()?;
+    if let Some(server) = arguments.server {
+        return backup_through_server(&settings, &server).await;
+    }
+    let store = Store::open(&settings.data_dir, settings.cache_bytes).map_err(|error| {
+        format!(
+            "cannot open the store in {} ({error}); if a service is running on it, use \
+             --server URL to have the service write the backup",
+            settings.data_dir.display()
+        )
+    })?;
+    let chats = write_backup(&store, &arguments.dir)?;
+    println!("backup of {chats} chats written to {}", arguments.dir.display());
+    Ok(())
+}
+
+async fn backup_through_server(settings: &crate::config::Settings, server: &str) -> Result<(), CliError> {
+    let token = settings
+        .admin_token
+        .as_ref()
+        .ok_or_else(|| CliError::Failed("set ALLIANCE_ADMIN_TOKEN to ask a running service for a backup".into()))?;
+    let url = format!("{}/api/admin/backup", server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|error| format!("cannot reach {server}: {error}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(CliError::Failed(format!("{server} answered {status}: {body}")));
+    }
+    println!("{body}");
+    Ok(())
+}
+
+pub fn restore(config_file: Option<&Path>, arguments: RestoreArgs) -> Result<(), CliError> {
+    let settings = RawSettings::load(config_file)?.validate()?;
+    if !arguments.dir.join(MARKER).exists() {
+        return Err(CliError::Failed(format!(
+            "{} is not a finished backup (no {MARKER}); use a directory written by `alliance backup`",
+            arguments.dir.display()
+        )));
+    }
+    if !is_empty_or_missing(&settings.data_dir)? {
+        return Err(CliError::Failed(format!(
+            "the data directory {} is not empty; restore only into an empty or new directory \
+             (set ALLIANCE_DATA_DIR)",
+            settings.data_dir.display()
+        )));
+    }
+    let backup = Store::open(&arguments.dir.join("store"), settings.cache_bytes)
+        .map_err(|error| format!("cannot open the backup in {}: {error}", arguments.dir.display()))?;
+    let chats = backup
+        .copy_to(&settings.data_dir)
+        .map_err(|error| format!("restoring into {} failed: {error}", settings.data_dir.display()))?;
+    println!("restored {chats} chats into {}", settings.data_dir.display());
+    Ok(())
+}
+
+/// `POST /api/admin/backup`: writes a backup into a new, timestamped
+/// directory under ALLIANCE_BACKUP_DIR while the service runs.
+#[post("/api/admin/backup")]
+pub async fn backup_route(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let scope = state.admin_scope(&request)?;
+    if scope.organizations.is_some() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "a backup holds every organization's data; use a token that is not limited to organizations",
+        ));
+    }
+    let stamp = crate::routes::questionnaire::time_text(state.now_millis()).replace([':', '.'], "-");
+    let dir = state.settings.backup_dir.join(format!("alliance-{stamp}"));
+    let store = state.store.clone();
+    let target = dir.clone();
+    let chats = web::block(move || write_backup(&store, &target))
+        .await
+        .map_err(|error| ApiError::internal(&error))?
+        .map_err(|error| ApiError::internal(&error))?;
+    tracing::info!(admin = %scope.label, chats, dir = %dir.display(), "backup written");
+    Ok(HttpResponse::Ok().json(json!({ "status": "written", "dir": dir, "chats": chats })))
+}
