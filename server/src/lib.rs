@@ -3,6 +3,7 @@
 //! The binary in `main.rs` is a thin entry point; everything else lives in
 //! this library so that tests and benchmarks use the same code.
 
+pub mod backup;
 pub mod chatwoot;
 pub mod cli;
 pub mod config;
