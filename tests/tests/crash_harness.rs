@@ -168,10 +168,16 @@ fn twenty_kills_lose_no_acknowledged_write() {
         "the load was too light: {} chats",
         acknowledged.chats.len()
     );
-    let report = service.report();
-    assert_eq!(
-        report["chats"],
-        acknowledged.chats.len(),
-        "every acknowledged chat, and only those, is stored"
+    // A chat whose 202 was lost in a kill may be stored too: at most one a
+    // round, since one client sends one webhook at a time.
+    let stored = service.report()["chats"].as_u64().unwrap() as usize;
+    let acknowledged_count = acknowledged.chats.len();
+    assert!(
+        stored >= acknowledged_count,
+        "{stored} chats stored, {acknowledged_count} acknowledged"
+    );
+    assert!(
+        stored <= acknowledged_count + ROUNDS,
+        "{stored} chats stored, {acknowledged_count} acknowledged"
     );
 }
