@@ -172,6 +172,10 @@ fn twenty_kills_lose_no_acknowledged_write() {
     // round, since one client sends one webhook at a time.
     let stored = service.report()["chats"].as_u64().unwrap() as usize;
     let acknowledged_count = acknowledged.chats.len();
+    eprintln!(
+        "crash harness: {ROUNDS} kills, {acknowledged_count} chats and {} answers acknowledged, none lost",
+        acknowledged.answers.len()
+    );
     assert!(
         stored >= acknowledged_count,
         "{stored} chats stored, {acknowledged_count} acknowledged"
