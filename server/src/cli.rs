@@ -151,6 +151,11 @@ async fn serve(config_file: Option<&Path>) -> Result<(), CliError> {
     if let Some(path) = development {
         tracing::warn!(path = %path.display(), "using development secrets for settings that are not configured; read them from this file");
     }
+    if RawSettings::load(config_file)?.is_set("retention_days") {
+        // TODO: purge raw answers and comments after the retention period,
+        // keeping per-week totals so reports over purged periods stay equal.
+        tracing::warn!("ALLIANCE_RETENTION_DAYS is set, but this version does not purge old answers yet");
+    }
     let data_dir = settings.data_dir.clone();
     let application = startup::build(settings)?;
     tracing::info!(address = %application.address, data_dir = %data_dir.display(), "service listening");
