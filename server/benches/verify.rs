@@ -14,8 +14,8 @@ use http::{HeaderMap, HeaderValue};
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
 
-/// A printable ASCII body of `size` bytes, so that it is valid UTF-8 as
-/// `standardwebhooks` requires.
+/// Builds a printable ASCII body of `size` bytes, so that it is valid UTF-8
+/// as `standardwebhooks` requires.
 fn body_of(size: usize) -> Vec<u8> {
     let pattern = br#"{"type":"chat.ended","data":{"chat_id":"c-20220701-0042","topic":"voeding"}} "#;
     pattern.iter().copied().cycle().take(size).collect()

@@ -42,6 +42,7 @@ pub enum Command {
     /// Replay the 2022 study through a real service and a simulated chat platform, then print the report.
     Demo(crate::demo::DemoArgs),
     /// Load the webhook intake on loopback and report throughput and latency against GET /healthz.
+    Bench(crate::bench::BenchArgs),
     /// Print the report, from the store or from a running service.
     Report {
         /// First day included, YYYY-MM-DD (Europe/Amsterdam, by chat end time).
@@ -71,6 +72,8 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Write a research export (CSV) with, on request, its codebook and SPSS syntax.
+    Export(crate::report::export_command::ExportArgs),
     /// Write a copy of the store that `alliance restore` can start a new data directory from.
     Backup(crate::backup::BackupArgs),
     /// Fill an empty data directory (ALLIANCE_DATA_DIR) from a backup.
@@ -108,6 +111,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve => serve(config_file).await,
         Command::Demo(arguments) => crate::demo::run(config_file, arguments).await,
+        Command::Bench(arguments) => crate::bench::run(config_file, arguments).await,
         Command::Report {
             from,
             to,
@@ -124,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             body,
             url,
         } => sign(&secret_file, &id, &body, url.as_deref()),
+        Command::Export(arguments) => crate::report::export_command::run(config_file, arguments).await,
         Command::Backup(arguments) => crate::backup::backup(config_file, arguments).await,
         Command::Restore(arguments) => crate::backup::restore(config_file, arguments),
         Command::CheckConfig => check_config(config_file),

@@ -4,6 +4,7 @@
 //! this library so that tests and benchmarks use the same code.
 
 pub mod backup;
+pub mod bench;
 pub mod chatwoot;
 pub mod cli;
 pub mod config;

@@ -8,12 +8,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let arguments = cli::Cli::parse();
-    // The demo's own service would drown the progress bars in request logs.
-    let default_level = if matches!(arguments.command, cli::Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    };
+    // The demo's and the load tool's own services would drown their output in request logs.
+    let quiet = matches!(arguments.command, cli::Command::Demo(_) | cli::Command::Bench(_));
+    let default_level = if quiet { "warn" } else { "info" };
     telemetry::init(arguments.log_json, default_level);
     match cli::run(arguments).await {
         Ok(()) => ExitCode::SUCCESS,

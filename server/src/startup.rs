@@ -63,7 +63,12 @@ impl AppState {
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
             return Err(missing());
         }
+        self.scope_for_token(token)
+            .ok_or_else(|| ApiError::unauthorized("invalid_admin_token", "the admin token is not valid"))
+    }
 
+    /// Looks up an admin token, compared in constant time, and returns what it may see.
+    pub fn scope_for_token(&self, token: &str) -> Option<AdminScope> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut scope = None;
         if let Some(admin) = &self.settings.admin_token {
@@ -84,7 +89,7 @@ impl AppState {
                 });
             }
         }
-        scope.ok_or_else(|| ApiError::unauthorized("invalid_admin_token", "the admin token is not valid"))
+        scope
     }
 }
 

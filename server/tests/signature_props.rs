@@ -11,7 +11,8 @@ fn secret_from(key: &[u8]) -> WebhookSecret {
     WebhookSecret::parse(&format!("whsec_{}", STANDARD.encode(key))).expect("24 to 64 bytes is a valid secret")
 }
 
-/// A signed message: key, id (printable ASCII, as webhook ids are), timestamp and body.
+/// Generates the parts of a message: key, id (printable ASCII, as webhook
+/// ids are), timestamp and body.
 fn message() -> impl Strategy<Value = (Vec<u8>, String, i64, Vec<u8>)> {
     (
         prop::collection::vec(any::<u8>(), 24..=64),

@@ -4,7 +4,11 @@
 //! data; the figures come only from what was answered through the API.
 
 pub mod agreement;
+pub mod breakdown;
 pub mod calendar;
+pub mod export;
+pub mod export_command;
+pub mod html;
 pub mod text;
 
 use serde::{Deserialize, Serialize};
@@ -301,6 +305,45 @@ pub struct Report {
     pub items: Vec<ItemReport>,
     pub agreement: Agreement,
     pub bootstrap: Bootstrap,
+    /// Each funnel stage as a share of the invitations, with Wilson intervals.
+    #[serde(default)]
+    pub funnel_rates: breakdown::FunnelRates,
+    /// Co-completion odds ratio of the pairing table.
+    pub pairing_odds_ratio: Option<breakdown::OddsRatio>,
+    #[serde(default)]
+    pub breakdowns: breakdown::Breakdowns,
+    /// Completers compared with non-completers on topic and age group.
+    #[serde(default)]
+    pub completers: breakdown::CompleterComparisons,
+    #[serde(default)]
+    pub suppression: Suppression,
+}
+
+/// How small-cell suppression applied to this report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Suppression {
+    /// Smallest number of matched pairs a figure may rest on.
+    pub min_cell_size: u64,
+    /// Whether a filter or an organization-limited token narrowed the report.
+    pub filtered: bool,
+    /// True when a filtered report has fewer pairs than `min_cell_size`:
+    /// then `items` and `agreement` are computed over no pairs, and every
+    /// breakdown cell is suppressed. Chat and funnel counts stay.
+    pub suppressed: bool,
+}
+
+/// Options of [`build_with`].
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    /// Smallest number of matched pairs shown in a breakdown cell or a filtered report.
+    pub min_cell_size: u64,
+}
+
+impl Default for ReportOptions {
+    /// The default of `ALLIANCE_MIN_CELL_SIZE`, 10.
+    fn default() -> Self {
+        Self { min_cell_size: 10 }
+    }
 }
 
 impl Report {
@@ -316,9 +359,24 @@ struct Pair {
     professional: [u8; ITEM_COUNT],
 }
 
-/// Builds the report over the chats that `filter` selects. `now` decides
-/// which open invitations count as expired.
+/// Builds the report over the chats that `filter` selects, with the default
+/// [`ReportOptions`]. `now` decides which open invitations count as expired.
 pub fn build(store: &Store, filter: &ReportFilter, now: Millis) -> Result<Report, StoreError> {
+    build_with(store, filter, now, &ReportOptions::default())
+}
+
+/// The items every overall category is the median of.
+const ALL_ITEMS: [u8; ITEM_COUNT] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+
+/// Builds the report over the chats that `filter` selects, suppressing
+/// small cells as `options` says.
+pub fn build_with(
+    store: &Store,
+    filter: &ReportFilter,
+    now: Millis,
+    options: &ReportOptions,
+) -> Result<Report, StoreError> {
+    let mut strata = breakdown::Accumulator::default();
     let mut chats = 0;
     let mut chats_ineligible = 0;
     let mut questionnaires = Questionnaires::default();
@@ -337,7 +395,8 @@ pub fn build(store: &Store, filter: &ReportFilter, now: Millis) -> Result<Report
         chats += 1;
 
         let mut complete: [Option<[Rating; ITEM_COUNT]>; 2] = [None, None];
-        for (slot, role) in complete.iter_mut().zip(Role::BOTH) {
+        let mut invitations: [Option<InvitationRecord>; 2] = [None, None];
+        for ((slot, stored), role) in complete.iter_mut().zip(invitations.iter_mut()).zip(Role::BOTH) {
             let Some(invitation) = store.invitation(chat.invitation(role))? else {
                 tracing::warn!(role = %role, "chat has no stored invitation for a role; skipped in the funnel");
                 continue;
@@ -348,20 +407,43 @@ pub fn build(store: &Store, filter: &ReportFilter, now: Millis) -> Result<Report
             };
             funnel.add(&invitation, now);
             *slot = invitation.response.ratings();
+            *stored = Some(invitation);
         }
 
+        let mut category_agrees = None;
         match complete {
             [Some(parent), Some(professional)] => {
                 pairing.both += 1;
-                pairs.push(Pair {
+                let pair = Pair {
                     parent: parent.map(Rating::score),
                     professional: professional.map(Rating::score),
-                });
+                };
+                category_agrees = Some(category(&pair.parent, &ALL_ITEMS) == category(&pair.professional, &ALL_ITEMS));
+                pairs.push(pair);
             }
             [Some(_), None] => pairing.parent_only += 1,
             [None, Some(_)] => pairing.professional_only += 1,
             [None, None] => pairing.neither += 1,
         }
+        strata.add(
+            &breakdown::ChatOutcome {
+                chat: &chat,
+                invitations: [invitations[0].as_ref(), invitations[1].as_ref()],
+                category_agrees,
+            },
+            now,
+        );
+    }
+
+    let (breakdowns, completers) = strata.finish_with_comparisons(options.min_cell_size);
+    let filtered = *filter != ReportFilter::default();
+    let suppression = Suppression {
+        min_cell_size: options.min_cell_size,
+        filtered,
+        suppressed: filtered && (pairs.len() as u64) < options.min_cell_size,
+    };
+    if suppression.suppressed {
+        pairs.clear();
     }
 
     let instrument = Instrument::get();
@@ -405,9 +487,17 @@ pub fn build(store: &Store, filter: &ReportFilter, now: Millis) -> Result<Report
             professional: Rate::new(questionnaires.professional.complete, chats),
             pairs: Rate::new(pairing.both, chats),
         },
+        funnel_rates: breakdown::FunnelRates {
+            parent: breakdown::stage_rates(&questionnaires.parent),
+            professional: breakdown::stage_rates(&questionnaires.professional),
+        },
         questionnaires,
         pairs: pairing.both,
+        pairing_odds_ratio: Some(breakdown::odds_ratio(&pairing)),
         pairing,
+        breakdowns,
+        completers,
+        suppression,
         items,
         agreement: Agreement {
             overall,

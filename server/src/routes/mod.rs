@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod chatwoot;
 pub mod console;
+pub mod dashboard;
 pub mod health;
 pub mod pages;
 pub mod questionnaire;
@@ -34,6 +35,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(console::console_script)
         .service(console::exchange_code)
         .service(admin::report)
+        .service(admin::export)
+        .service(dashboard::dashboard)
+        .service(dashboard::login)
+        .service(dashboard::login_link)
+        .service(dashboard::logout)
+        .service(dashboard::stylesheet)
         .service(admin::deliveries)
         .service(admin::retry_delivery)
         .service(health::healthz)
