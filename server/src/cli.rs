@@ -253,7 +253,10 @@ async fn report_command(
                     settings.data_dir.display()
                 )
             })?;
-            report::build(&store, &filter, startup::now_millis()).map_err(|error| error.to_string())?
+            let options = report::ReportOptions {
+                min_cell_size: u64::from(settings.min_cell_size),
+            };
+            report::build_with(&store, &filter, startup::now_millis(), &options).map_err(|error| error.to_string())?
         }
     };
     print_report(&built, format);

@@ -166,9 +166,11 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
             .map_err(|error| format!("cannot write summary {}: {error}", path.display()))?;
     }
 
-    if running_service.is_some() && !arguments.exit {
-        // TODO: print a one-time dashboard login link once the dashboard exists.
-        eprintln!("The report as JSON: {target}/api/admin/report (Authorization: Bearer <admin token>)");
+    if let Some((_, state)) = &running_service {
+        if !arguments.exit {
+            let link = crate::routes::dashboard::create_login_link(state);
+            eprintln!("Dashboard (one-time login link, valid for 15 minutes): {link}");
+        }
     }
     if !arguments.exit {
         eprintln!("The service keeps running at {target}; press Ctrl-C to stop.");
@@ -203,9 +205,15 @@ fn demo_settings(
     secrets: &DemoSecrets,
     platform: SocketAddr,
 ) -> Result<Settings, CliError> {
+    // A fixed port, so the questionnaire links and the login link carry the
+    // address the service really listens on.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|error| format!("cannot find a free port on 127.0.0.1: {error}"))?;
     let mut raw = RawSettings::load(config_file)?;
-    let overrides: [(&'static str, String); 8] = [
-        ("listen", "127.0.0.1:0".into()),
+    let overrides: [(&'static str, String); 9] = [
+        ("listen", listen.to_string()),
+        ("public_url", format!("http://{listen}")),
         ("data_dir", data_dir.display().to_string()),
         ("secret_key", STANDARD.encode(rand::random::<[u8; 32]>())),
         ("webhook_secrets", secrets.webhook_secret.expose_text()),
