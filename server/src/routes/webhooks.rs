@@ -91,6 +91,20 @@ pub fn count_failed_signature(state: &AppState, request: &HttpRequest, error: Ap
     }
 }
 
+fn malformed_header(name: &str) -> ApiError {
+    if name == "webhook-timestamp" {
+        ApiError::unauthorized(
+            "invalid_timestamp",
+            "header webhook-timestamp must be the Unix time in whole seconds, ASCII digits only (e.g. 1719830102)",
+        )
+    } else {
+        ApiError::unauthorized(
+            "invalid_signature",
+            format!("header {name} is not valid UTF-8 text; sign the request with Standard Webhooks"),
+        )
+    }
+}
+
 /// The checks behind [`verify_standard_webhook`], in the documented order.
 fn check_standard_webhook(state: &AppState, request: &HttpRequest, body: &[u8]) -> Result<(String, i64), ApiError> {
     for name in SIGNATURE_HEADERS {
@@ -104,11 +118,15 @@ fn check_standard_webhook(state: &AppState, request: &HttpRequest, body: &[u8]) 
 
     let mut values = [""; 3];
     for (slot, name) in values.iter_mut().zip(SIGNATURE_HEADERS) {
-        let value = request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
+        let bytes = request.headers().get(name).map(|value| value.as_bytes()).unwrap_or(b"");
+        // A present value that is not UTF-8 (or not ASCII, for the timestamp)
+        // is malformed, not missing: it fails the check it belongs to.
+        let Ok(value) = std::str::from_utf8(bytes) else {
+            return Err(malformed_header(name));
+        };
+        if name == "webhook-timestamp" && !value.is_ascii() {
+            return Err(malformed_header(name));
+        }
         if value.is_empty() {
             return Err(ApiError::unauthorized(
                 "missing_signature_headers",
