@@ -141,7 +141,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 pub fn service_settings(config_file: Option<&Path>) -> Result<(Settings, Option<PathBuf>), CliError> {
     let mut raw = RawSettings::load(config_file)?;
     let first = raw.validate()?;
-    let development = if first.listen.ip().is_loopback() {
+    let development = if is_development(&first) {
         config::add_development_secrets(&mut raw, &first.data_dir)?
     } else {
         None
@@ -169,25 +169,48 @@ async fn serve(config_file: Option<&Path>) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Development mode: a loopback address without an https public URL. Only
+/// then are missing secrets generated; behind a proxy with an https public
+/// URL every secret must be configured, as on a public address.
+fn is_development(settings: &Settings) -> bool {
+    settings.listen.ip().is_loopback() && settings.public_url.scheme() != "https"
+}
+
 fn check_config(config_file: Option<&Path>) -> Result<(), CliError> {
-    let settings = RawSettings::load(config_file)?.validate()?;
-    let loopback = settings.listen.ip().is_loopback();
-    match settings.check_ready_to_serve() {
-        Ok(()) => {
-            println!("configuration is valid; the service will listen on {}", settings.listen);
-            Ok(())
-        }
-        Err(problems) if loopback => {
-            println!(
-                "configuration is valid for local development on {}; these secrets will be generated \
-                 into {} because they are not configured:\n{problems}",
-                settings.listen,
-                settings.data_dir.join("dev-secrets.toml").display()
-            );
-            Ok(())
-        }
-        Err(problems) => Err(CliError::Config(problems)),
+    let raw = RawSettings::load(config_file)?;
+    let settings = raw.validate()?;
+    if !is_development(&settings) {
+        settings.check_ready_to_serve()?;
+        println!("configuration is valid; the service will listen on {}", settings.listen);
+        return Ok(());
     }
+
+    // Check as `serve` will: with the generated secrets filled in, which
+    // stand in here for the real ones, so nothing is written.
+    let mut with_generated = RawSettings::load(config_file)?;
+    let generated: Vec<&str> = config::DEVELOPMENT_SECRETS
+        .iter()
+        .copied()
+        .filter(|key| !raw.is_set(key))
+        .collect();
+    config::add_placeholder_secrets(&mut with_generated);
+    with_generated.validate()?.check_ready_to_serve()?;
+    if generated.is_empty() {
+        println!("configuration is valid; the service will listen on {}", settings.listen);
+    } else {
+        println!(
+            "configuration is valid for local development on {}; these settings are not configured and \
+             will be generated into {}: {}",
+            settings.listen,
+            settings.data_dir.join("dev-secrets.toml").display(),
+            generated
+                .iter()
+                .map(|key| format!("ALLIANCE_{}", key.to_ascii_uppercase()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn sign(secret_file: &Path, id: &str, body_file: &Path, url: Option<&str>) -> Result<(), CliError> {

@@ -591,17 +591,28 @@ pub fn admin_token_digest(token: &str) -> String {
 
 const DEV_SECRETS_FILE: &str = "dev-secrets.toml";
 
+/// Settings that a development service generates when they are not configured.
+pub const DEVELOPMENT_SECRETS: [&str; 5] = [
+    "secret_key",
+    "webhook_secrets",
+    "platform_token",
+    "platform_signing_secret",
+    "admin_token",
+];
+
+/// Fills every development secret that is not configured with a fresh
+/// value, without writing anything; `check-config` validates with these.
+pub fn add_placeholder_secrets(raw: &mut RawSettings) {
+    for key in DEVELOPMENT_SECRETS {
+        raw.set_default(key, generate_secret(key), "a generated development secret".into());
+    }
+}
+
 /// Fills every secret that is not configured from the development secrets
 /// file in the data directory, generating the file if needed. Only for a
 /// service on a loopback address; the values are never printed.
 pub fn add_development_secrets(raw: &mut RawSettings, data_dir: &Path) -> Result<Option<PathBuf>, ConfigError> {
-    let needed = [
-        "secret_key",
-        "webhook_secrets",
-        "platform_token",
-        "platform_signing_secret",
-        "admin_token",
-    ];
+    let needed = DEVELOPMENT_SECRETS;
     if needed.iter().all(|key| raw.is_set(key)) {
         return Ok(None);
     }

@@ -124,6 +124,15 @@ pub fn build(settings: Settings) -> Result<Application, String> {
     store
         .first_started_at(now_millis())
         .map_err(|error| error.to_string())?;
+    let fingerprint = secret_key.pseudonym_key().pseudonym("key-fingerprint", "v1");
+    if !store.key_matches(&fingerprint).map_err(|error| error.to_string())? {
+        return Err(format!(
+            "the store in {} was written with another ALLIANCE_SECRET_KEY; questionnaire links and \
+             pseudonyms would not match. Start it with the key it was written with (after a restore: the \
+             original service's key, or its data/dev-secrets.toml)",
+            settings.data_dir.display()
+        ));
+    }
 
     let token_key = secret_key.token_key();
     let delivery = delivery::start(&settings, store.clone(), token_key.clone())?;

@@ -530,12 +530,21 @@ fn check_retry_after(api: Api, retry_after: impl Fn() -> String + Send + 'static
         );
     }
     // On Chatwoot every attempt starts with a GET of the conversation's
-    // messages. The GET carries no role, so a lookup that follows a 429 on its
-    // path must wait for it; the lookups before the first posts come earlier.
-    for lookup in exchanges
+    // messages. The GET carries no role, so the first two lookups on a path
+    // (one per role's first attempt, in either order) need not wait; every
+    // later one is a retry and must wait for the 429 before it.
+    let mut lookups: Vec<_> = exchanges
         .iter()
         .filter(|e| e.method == "GET" && e.path.ends_with("/messages"))
-    {
+        .collect();
+    lookups.sort_by_key(|lookup| lookup.received_at);
+    let mut seen_per_path: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for lookup in lookups {
+        let seen = seen_per_path.entry(lookup.path.as_str()).or_default();
+        *seen += 1;
+        if *seen <= 2 {
+            continue;
+        }
         let Some(earliest_429) = throttled
             .iter()
             .filter(|answer| answer.path == lookup.path)

@@ -51,10 +51,13 @@ pub struct ExportArgs {
     /// Last day included, YYYY-MM-DD.
     #[arg(long)]
     to: Option<String>,
+    /// Only chats of this organization, as the platform labels it.
     #[arg(long)]
     organization: Option<String>,
+    /// Only chats on this topic.
     #[arg(long)]
     topic: Option<String>,
+    /// Only chats about a child in this age group, e.g. 0-5.
     #[arg(long)]
     child_age_group: Option<String>,
     /// Write the data here instead of to standard output.
@@ -92,8 +95,14 @@ pub async fn run(config_file: Option<&Path>, arguments: ExportArgs) -> Result<()
         None => local_export(&settings, &filter, &options)?,
     };
     match &arguments.output {
-        Some(path) => std::fs::write(path, &data)
-            .map_err(|error| format!("cannot write the export to {}: {error}", path.display()))?,
+        Some(path) => {
+            if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|error| format!("cannot create the directory {}: {error}", parent.display()))?;
+            }
+            std::fs::write(path, &data)
+                .map_err(|error| format!("cannot write the export to {}: {error}", path.display()))?
+        }
         None => std::io::stdout()
             .write_all(&data)
             .map_err(|error| format!("cannot write the export to standard output: {error}"))?,

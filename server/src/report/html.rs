@@ -99,7 +99,7 @@ const NL: Words = Words {
     rows_parent: "ouder",
     columns_professional: "jeugdverpleegkundige",
     coefficients_title: "Overeenstemming en toeval",
-    coefficients_explained: "Bijna alle antwoorden zijn 'goed'. Dan zijn ouder en jeugdverpleegkundige het vaak eens door toeval alleen: de ruwe overeenstemming ligt dicht bij de kansovereenstemming, en kappa kan niet hoog worden (zie kappa max). AC1 corrigeert minder sterk voor toeval bij zulke scheve antwoorden. Lees de ruwe overeenstemming daarom altijd samen met kans, kappa max en AC1.",
+    coefficients_explained: "Als bijna alle antwoorden 'goed' zijn, zoals in de meting van 2022, dan zijn ouder en jeugdverpleegkundige het vaak eens door toeval alleen: de ruwe overeenstemming ligt dicht bij de kansovereenstemming, en kappa kan niet hoog worden (zie kappa max). AC1 corrigeert minder sterk voor toeval bij zulke scheve antwoorden. Lees de ruwe overeenstemming daarom altijd samen met kans, kappa max en AC1.",
     coefficient_names: [
         "overeenstemming",
         "kans",
@@ -169,7 +169,7 @@ const EN: Words = Words {
     rows_parent: "parent",
     columns_professional: "nurse",
     coefficients_title: "Agreement and chance",
-    coefficients_explained: "Nearly all answers are 'good'. Then parent and nurse often agree by chance alone: raw agreement sits close to chance agreement, and kappa cannot become high (see kappa max). AC1 corrects less strongly for chance with such skewed answers. So always read raw agreement together with chance, kappa max and AC1.",
+    coefficients_explained: "When nearly all answers are 'good', as in the 2022 measurement, parent and nurse often agree by chance alone: raw agreement sits close to chance agreement, and kappa cannot become high (see kappa max). AC1 corrects less strongly for chance with such skewed answers. So always read raw agreement together with chance, kappa max and AC1.",
     coefficient_names: [
         "agreement",
         "chance",
@@ -233,8 +233,13 @@ pub struct PageContext<'a> {
     pub age_groups: &'a [String],
 }
 
+/// One decimal, rounded half away from zero: the report's percentages carry
+/// two decimals already (82.35), and formatting those with `{:.1}` would
+/// round the binary value 82.349… down.
 fn percent_text(value: Option<f64>) -> String {
-    value.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "–".into())
+    value
+        .map(|v| format!("{:.1}%", (v * 10.0).round() / 10.0))
+        .unwrap_or_else(|| "–".into())
 }
 
 fn decimal(value: Option<f64>) -> String {

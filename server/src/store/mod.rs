@@ -478,6 +478,19 @@ impl Store {
         Ok(chats)
     }
 
+    /// Records `fingerprint` of the server key on first use and returns
+    /// whether the stored one matches, so a store is never served with a key
+    /// other than the one its tokens and pseudonyms were made with.
+    pub fn key_matches(&self, fingerprint: &str) -> Result<bool, StoreError> {
+        let previous =
+            self.meta
+                .compare_and_swap(b"key_fingerprint", None as Option<&[u8]>, Some(fingerprint.as_bytes()))?;
+        match previous {
+            Ok(()) => Ok(true),
+            Err(existing) => Ok(existing.current.as_deref() == Some(fingerprint.as_bytes())),
+        }
+    }
+
     /// Whether the store answers reads; used by `/readyz`.
     pub fn is_healthy(&self) -> bool {
         self.meta.get(b"first_started_at").is_ok()
