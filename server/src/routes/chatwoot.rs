@@ -85,12 +85,11 @@ fn verify(state: &AppState, request: &HttpRequest, body: &[u8]) -> Result<(), Ap
             ));
         }
     }
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
+    // A value that is present but not ASCII is malformed, not missing:
+    // it fails the signature or timestamp check below.
+    let header = |name: &str| match request.headers().get(name) {
+        None => "",
+        Some(value) => value.to_str().unwrap_or("\u{fffd}"),
     };
     let (signature, timestamp) = (header(HEADERS[0]), header(HEADERS[1]));
     if signature.is_empty() || timestamp.is_empty() {

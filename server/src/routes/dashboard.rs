@@ -261,14 +261,34 @@ pub struct LoginForm {
 }
 
 /// `POST /report/login`: exchanges an admin token for a session cookie.
-// TODO: limit failed attempts per client address; tokens are long random
-// values, but nothing slows down guessing here yet.
+/// Failed attempts count per client address against the same limit as
+/// failed webhook signatures; over it, the form answers 429.
 #[post("/report/login")]
-pub async fn login(state: web::Data<AppState>, form: web::Form<LoginForm>) -> HttpResponse {
+pub async fn login(
+    state: web::Data<AppState>,
+    request: actix_web::HttpRequest,
+    form: web::Form<LoginForm>,
+) -> HttpResponse {
     let lang = language(form.lang.as_deref());
+    let address = crate::ratelimit::client_address(&request, &state.settings.trusted_proxies);
+    if let Some(address) = address {
+        if state.failed_signatures.is_limited(&address).is_some() {
+            let problem = match lang {
+                Lang::Nl => "Te veel mislukte pogingen. Probeer het over een minuut opnieuw.",
+                Lang::En => "Too many failed attempts. Try again in a minute.",
+            };
+            return page(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                html::login_page(lang, &stylesheet_url(), Some(problem)),
+            );
+        }
+    }
     match state.scope_for_token(form.token.trim()) {
         Some(scope) => start_session(&state, scope.label, scope.organizations, lang),
         None => {
+            if let Some(address) = address {
+                let _ = state.failed_signatures.hit(&address);
+            }
             tracing::warn!("dashboard login with an invalid admin token");
             let problem = match lang {
                 Lang::Nl => "Dit beheertoken is niet geldig.",

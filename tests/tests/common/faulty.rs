@@ -276,17 +276,17 @@ fn serve_connection(stream: TcpStream, state: &State) {
         let keep_open = match action {
             Action::Normal => {
                 let (status, reply) = store(state);
-                let written = write_response(&stream, status, "", &reply);
+                // Recorded before writing, so no request that the answer
+                // enables can be logged as arriving before it.
                 record_answer(state, index, status);
-                written
+                write_response(&stream, status, "", &reply)
             }
             Action::Status { status, retry_after } => {
                 let extra = retry_after
                     .map(|value| format!("Retry-After: {value}\r\n"))
                     .unwrap_or_default();
-                let written = write_response(&stream, status, &extra, "{\"error\":\"scripted\"}");
                 record_answer(state, index, status);
-                written
+                write_response(&stream, status, &extra, "{\"error\":\"scripted\"}")
             }
             Action::Stall(hold) => {
                 thread::sleep(hold);
