@@ -1,9 +1,7 @@
 //! Chatwoot's application API: posting the invitations and listing
 //! resolved conversations for reconciliation.
 
-use std::time::Duration;
-
-use reqwest::{Url, redirect};
+use reqwest::Url;
 use serde_json::{Value, json};
 
 use crate::config::{Secret, Settings};
@@ -35,13 +33,7 @@ impl ChatwootClient {
         let account_id = settings
             .chatwoot_account_id
             .ok_or("ALLIANCE_CHATWOOT_ACCOUNT_ID is not set")?;
-        let http = reqwest::Client::builder()
-            .timeout(settings.delivery_timeout)
-            .connect_timeout(settings.delivery_timeout.min(Duration::from_secs(5)))
-            .redirect(redirect::Policy::none())
-            .user_agent(concat!("alliance/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
+        let http = crate::delivery::platform_http_client(settings)?;
         Ok(Self {
             http,
             base_url,
@@ -63,7 +55,7 @@ impl ChatwootClient {
         url
     }
 
-    /// The message body: a public message for the parent, a private note,
+    /// Builds the message body: a public message for the parent, a private note,
     /// which only agents see, for the professional. The link carries the
     /// invitation id, which lets a retry find an earlier post.
     pub fn message(&self, delivery: &QueuedDelivery) -> Value {
@@ -150,7 +142,7 @@ impl ChatwootClient {
         Ok(found)
     }
 
-    /// One page (1-based) of resolved conversations of the account.
+    /// Fetches one page (1-based) of the account's resolved conversations.
     pub async fn resolved_conversations(&self, page: u32) -> Result<Vec<Value>, String> {
         let mut url = self.url(&["conversations"]);
         url.query_pairs_mut()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{StatusCode, Url, redirect};
+use reqwest::{StatusCode, Url};
 use serde_json::json;
 
 use crate::config::{Secret, Settings};
@@ -39,13 +39,7 @@ impl GenericPlatform {
             .platform_signing_secret
             .clone()
             .ok_or("ALLIANCE_PLATFORM_SIGNING_SECRET is not set")?;
-        let http = reqwest::Client::builder()
-            .timeout(settings.delivery_timeout)
-            .connect_timeout(settings.delivery_timeout.min(Duration::from_secs(5)))
-            .redirect(redirect::Policy::none())
-            .user_agent(concat!("alliance/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
+        let http = crate::delivery::platform_http_client(settings)?;
         Ok(Self {
             http,
             base_url,

@@ -29,6 +29,19 @@ pub use generic::{GenericPlatform, classify, describe};
 use crate::chatwoot::client::ChatwootClient;
 use crate::config::PlatformKind;
 
+/// Builds the HTTP client for platform calls: the delivery timeout on the
+/// whole request, at most 5 s to connect, and no redirects, because a
+/// redirect means a wrong platform URL.
+pub fn platform_http_client(settings: &Settings) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(settings.delivery_timeout)
+        .connect_timeout(settings.delivery_timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("alliance/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| format!("cannot build the HTTP client: {error}"))
+}
+
 /// The platform an invitation is posted to; one engine serves both, and each
 /// platform's own rules live in its client.
 pub enum Platform {
