@@ -606,10 +606,9 @@ fn status_text(invitation: &Option<InvitationRecord>, now: Millis) -> &'static s
     }
 }
 
-/// The language a response was answered in.
-// NOTE: the questionnaire API does not yet store `Response::lang`; until it
-// does, this falls back to the language the invitation's locale selects,
-// which is the wording shown unless the plugin asked for another.
+/// The language a response was answered in: the one its questionnaire was
+/// last shown in, or for responses stored before that was kept, the
+/// language the invitation's locale selects.
 fn response_lang(invitation: Option<&InvitationRecord>) -> String {
     let Some(invitation) = invitation else {
         return String::new();

@@ -167,8 +167,9 @@ pub async fn get_questionnaire(
 ) -> Result<HttpResponse, ApiError> {
     let id = invitation_id(&state, &token)?;
     let now = state.now_millis();
+    let asked_lang = query.lang.as_deref().map(Lang::from_locale);
 
-    let (_, record) = state
+    let (lang, record) = state
         .store
         .update_invitation(&id, |record| {
             if record.status(now) == ResponseStatus::Expired {
@@ -177,16 +178,18 @@ pub async fn get_questionnaire(
             if record.response.opened_at.is_none() {
                 record.response.opened_at = Some(now);
             }
-            Ok(())
+            // The language shown is kept with the response until it is
+            // submitted, so exports can tell which wording was answered.
+            let lang = asked_lang.unwrap_or_else(|| Lang::from_locale(&record.locale));
+            if record.response.submitted_at.is_none() {
+                record.response.lang = Some(lang.as_str().to_string());
+            }
+            Ok(lang)
         })
         .map_err(update_failed)?;
     state.store.flush().await?;
     let status = record.status(now);
 
-    let lang = match query.lang.as_deref() {
-        Some(lang) => Lang::from_locale(lang),
-        None => Lang::from_locale(&record.locale),
-    };
     let instrument = Instrument::get();
     let body = json!({
         "role": record.role,
