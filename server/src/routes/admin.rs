@@ -21,6 +21,21 @@ pub struct ReportQuery {
     child_age_group: Option<String>,
 }
 
+impl ReportQuery {
+    /// Parses the filter values, limited to the token's organizations.
+    fn filter(self, organizations: Option<Vec<String>>) -> Result<ReportFilter, ApiError> {
+        ReportFilter::parse(
+            self.from.as_deref(),
+            self.to.as_deref(),
+            self.organization,
+            self.topic,
+            self.child_age_group,
+        )
+        .map(|filter| filter.limited_to(organizations))
+        .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))
+    }
+}
+
 /// `GET /api/admin/report`: the report as JSON.
 #[get("/api/admin/report")]
 pub async fn report(
@@ -30,15 +45,14 @@ pub async fn report(
 ) -> Result<HttpResponse, ApiError> {
     let scope = state.admin_scope(&request)?;
     let query = query.into_inner();
-    let filter = ReportFilter::parse(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.organization,
-        query.topic,
-        query.child_age_group,
-    )
-    .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))?
-    .limited_to(scope.organizations);
+    let filter = ReportQuery {
+        from: query.from,
+        to: query.to,
+        organization: query.organization,
+        topic: query.topic,
+        child_age_group: query.child_age_group,
+    }
+    .filter(scope.organizations)?;
 
     let store = state.store.clone();
     let now = state.now_millis();
@@ -82,15 +96,14 @@ pub async fn export(
     let query = query.into_inner();
     let layout = Layout::parse(query.layout.as_deref().unwrap_or("wide"))
         .map_err(|problem| ApiError::unprocessable("invalid_layout", problem))?;
-    let filter = ReportFilter::parse(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.organization,
-        query.topic,
-        query.child_age_group,
-    )
-    .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))?
-    .limited_to(scope.organizations.clone());
+    let filter = ReportQuery {
+        from: query.from,
+        to: query.to,
+        organization: query.organization,
+        topic: query.topic,
+        child_age_group: query.child_age_group,
+    }
+    .filter(scope.organizations.clone())?;
     let options = ExportOptions {
         layout,
         excel: query.excel,
