@@ -186,7 +186,7 @@ struct Worker {
     in_flight: Arc<Mutex<HashSet<InvitationId>>>,
 }
 
-/// Longest sleep when nothing is queued; a safety net, since enqueueing wakes the worker.
+/// Maximum sleep when nothing is queued: a safety net, since enqueueing wakes the worker.
 const IDLE_WAIT: Duration = Duration::from_secs(60);
 
 impl Worker {
@@ -230,7 +230,7 @@ impl Worker {
             {
                 // The scan above may be older than an attempt that finished
                 // since: an attempt removes its queue entry before it leaves
-                // the in-flight set, so checking both under the lock sees it.
+                // the in-flight set, so checking both under the lock detects it.
                 let mut in_flight = self.in_flight.lock().expect("in-flight set");
                 if in_flight.contains(&delivery.invitation_id) || !self.store.is_queued(&key)? {
                     continue;
@@ -238,7 +238,7 @@ impl Worker {
                 in_flight.insert(delivery.invitation_id.clone());
             }
             // The breaker is asked last, because a half-open breaker hands
-            // out its one probe with the answer; it must then be sent.
+            // out its one probe when it admits; that probe must then be sent.
             let now_instant = std::time::Instant::now();
             let refused = match self.shared.gate.take(now_instant) {
                 Err(wait) => Some(wait),

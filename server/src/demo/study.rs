@@ -361,7 +361,7 @@ enum Side {
     Professional,
 }
 
-/// A side that does not complete: most never open the link, some open it,
+/// Draws the plan of a side that does not complete: most never open the link, some open it,
 /// some answer a few items and stop, a few decline.
 fn incomplete_plan(rng: &mut StdRng, side: Side) -> Plan {
     let (open, partial, decline) = match side {

@@ -55,7 +55,7 @@ impl fmt::Display for Layout {
     }
 }
 
-/// The usual file name of an export's data, e.g. `alliance-wide.csv` or
+/// Returns the usual file name of an export's data, e.g. `alliance-wide.csv` or
 /// `alliance-wide-excel.csv`.
 pub fn file_name(layout: Layout, excel: bool) -> String {
     if excel {
@@ -169,7 +169,7 @@ fn chat_columns() -> Vec<Column> {
     ]
 }
 
-/// The columns of `layout`, in file order.
+/// Returns the columns of `layout`, in file order.
 pub fn columns(layout: Layout, include_comments: bool) -> Vec<Column> {
     match layout {
         Layout::Wide => wide_columns(include_comments),
@@ -606,7 +606,7 @@ fn status_text(invitation: &Option<InvitationRecord>, now: Millis) -> &'static s
     }
 }
 
-/// The language a response was answered in: the one its questionnaire was
+/// Returns the language a response was given in: the one its questionnaire was
 /// last shown in, or for responses stored before that was kept, the
 /// language the invitation's locale selects.
 fn response_lang(invitation: Option<&InvitationRecord>) -> String {
@@ -812,7 +812,7 @@ struct FunnelRow<'a> {
 }
 
 impl FunnelRow<'_> {
-    /// The cells after `dimension`, `stratum` and `suppressed`. With
+    /// Builds the cells after `dimension`, `stratum` and `suppressed`. With
     /// `agreement_hidden` the category agreement cells stay empty.
     fn cells(&self, writer: &CsvWriter<'_>, agreement_hidden: bool) -> Vec<String> {
         let mut cells = vec![number(self.chats)];
@@ -872,7 +872,7 @@ fn cell_values(writer: &CsvWriter<'_>, cell: &Cell) -> Vec<String> {
     row.cells(writer, false)
 }
 
-/// The codebook of `layout` as CSV: one row per column with its label, type
+/// Writes the codebook of `layout` as CSV: one row per column with its label, type
 /// and value labels. Written in the same variant as the data.
 pub fn codebook(layout: Layout, options: &ExportOptions) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -902,7 +902,7 @@ pub fn codebook(layout: Layout, options: &ExportOptions) -> Vec<u8> {
 
 /// Value labels of one column: each code with its label.
 type ValueLabels = &'static [(&'static str, &'static str)];
-/// An SPSS syntax file that reads `data_file` (the export of `layout` in the
+/// Writes an SPSS syntax file that reads `data_file` (the export of `layout` in the
 /// same variant) and sets variable and value labels.
 pub fn spss_syntax(layout: Layout, options: &ExportOptions, data_file: &str) -> String {
     let columns = columns(layout, options.include_comments);

@@ -369,7 +369,7 @@ pub fn build(store: &Store, filter: &ReportFilter, now: Millis) -> Result<Report
 const ALL_ITEMS: [u8; ITEM_COUNT] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
 
 /// Builds the report over the chats that `filter` selects, suppressing
-/// small cells as `options` says.
+/// small cells below `options.min_cell_size`.
 pub fn build_with(
     store: &Store,
     filter: &ReportFilter,
@@ -520,7 +520,7 @@ fn record(table: &mut Table3, parent: u8, professional: u8) {
     table.record(parent, professional).expect("scores are 0 to 2");
 }
 
-/// A side's overall category over `items` (numbers 1–11): the lower median
+/// Returns a side's overall category over `items` (numbers 1–11): the lower median
 /// of its scores, i.e. the 6th of 11, the 4th of 8 and the 2nd of 3 sorted values.
 fn category(scores: &[u8; ITEM_COUNT], items: &[u8]) -> u8 {
     let mut selected: Vec<u8> = items.iter().map(|item| scores[usize::from(*item) - 1]).collect();

@@ -191,7 +191,7 @@ impl Store {
         }
     }
 
-    /// Whether a webhook id was accepted before.
+    /// Returns whether a webhook id was accepted before.
     pub fn webhook_seen(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.webhook_ids.contains_key(id)?)
     }
@@ -224,7 +224,7 @@ impl Store {
             .transpose()
     }
 
-    /// All chats, in key order.
+    /// Iterates over all chats, in key order.
     pub fn chats(&self) -> impl Iterator<Item = Result<(String, ChatRecord), StoreError>> + '_ {
         self.chats.iter().map(|entry| {
             let (key, value) = entry?;
@@ -286,8 +286,8 @@ impl Store {
         Ok(due)
     }
 
-    /// Whether a queue entry still exists; an attempt removes its entry
-    /// before it stops counting as in flight.
+    /// Returns whether a queue entry still exists. An attempt removes its
+    /// entry before it stops counting as in flight.
     pub fn is_queued(&self, key: &[u8]) -> Result<bool, StoreError> {
         Ok(self.queue.contains_key(key)?)
     }
@@ -491,7 +491,7 @@ impl Store {
         }
     }
 
-    /// Whether the store answers reads; used by `/readyz`.
+    /// Returns whether the store serves reads; `/readyz` uses it.
     pub fn is_healthy(&self) -> bool {
         self.meta.get(b"first_started_at").is_ok()
     }

@@ -15,7 +15,7 @@ pub type Millis = i64;
 pub struct ChatRecord {
     /// When the service accepted the chat-ended webhook.
     pub received_at: Millis,
-    /// When the platform says the chat ended (RFC 3339); places the chat in reports only.
+    /// When the platform reports the chat ended (RFC 3339). It places the chat in reports only.
     pub ended_at: String,
     pub organization: Option<String>,
     pub topic: Option<String>,
@@ -95,7 +95,7 @@ impl Response {
         self.answers.iter().any(Option::is_some)
     }
 
-    /// The 11 ratings when complete.
+    /// Returns the 11 ratings when the response is complete.
     pub fn ratings(&self) -> Option<[Rating; ITEM_COUNT]> {
         let mut ratings = [Rating::Insufficient; ITEM_COUNT];
         for (slot, answer) in ratings.iter_mut().zip(&self.answers) {
