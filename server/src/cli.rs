@@ -80,6 +80,14 @@ pub enum Command {
     Restore(crate::backup::RestoreArgs),
     /// Validate the configuration and say what is wrong and how to fix it.
     CheckConfig,
+    /// Delete the answers and comments of chats older than ALLIANCE_RETENTION_DAYS, keeping
+    /// the weekly totals that reports need. Run it while the service is stopped; the
+    /// service itself purges once a day.
+    Purge {
+        /// Count what would be deleted, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// A command failure, with the exit code it maps to.
@@ -122,6 +130,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(|problem| CliError::Failed(format!("invalid filter: {problem}")))?;
             report_command(config_file, filter, format, server).await
         }
+        Command::Purge { dry_run } => purge_command(config_file, dry_run),
         Command::Sign {
             secret_file,
             id,
@@ -155,11 +164,6 @@ async fn serve(config_file: Option<&Path>) -> Result<(), CliError> {
     let (settings, development) = service_settings(config_file)?;
     if let Some(path) = development {
         tracing::warn!(path = %path.display(), "using development secrets for settings that are not configured; read them from this file");
-    }
-    if RawSettings::load(config_file)?.is_set("retention_days") {
-        // TODO: purge raw answers and comments after the retention period,
-        // keeping per-week totals so reports over purged periods stay equal.
-        tracing::warn!("ALLIANCE_RETENTION_DAYS is set, but this version does not purge old answers yet");
     }
     let data_dir = settings.data_dir.clone();
     let application = startup::build(settings)?;
@@ -278,11 +282,47 @@ async fn report_command(
             })?;
             let options = report::ReportOptions {
                 min_cell_size: u64::from(settings.min_cell_size),
+                bootstrap: true,
             };
             report::build_with(&store, &filter, startup::now_millis(), &options).map_err(|error| error.to_string())?
         }
     };
     print_report(&built, format);
+    Ok(())
+}
+
+fn purge_command(config_file: Option<&Path>, dry_run: bool) -> Result<(), CliError> {
+    let settings = RawSettings::load(config_file)?.validate()?;
+    let store = Store::open(&settings.data_dir, settings.cache_bytes).map_err(|error| {
+        format!(
+            "cannot open the store in {} ({error}); if a service is running on it, stop it first \
+             or let it purge by itself (it does once a day)",
+            settings.data_dir.display()
+        )
+    })?;
+    let summary = crate::retention::purge(
+        &store,
+        startup::now_millis(),
+        settings.retention_days,
+        dry_run,
+        |done| {
+            if done % 10_000 == 0 {
+                eprintln!("{done} chats purged");
+            }
+        },
+    )
+    .map_err(|error| format!("the purge stopped: {error}; what was purged so far is saved, run it again"))?;
+    store
+        .flush_blocking()
+        .map_err(|error| format!("cannot write the store: {error}"))?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    println!(
+        "chats received before {} (retention {} days): {verb} {} chats, {} questionnaires, {} answers, {} comments",
+        summary.cutoff, summary.retention_days, summary.chats, summary.invitations, summary.answers, summary.comments
+    );
+    if dry_run {
+        println!("dry run: nothing was changed");
+    }
     Ok(())
 }
 

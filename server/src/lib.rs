@@ -15,6 +15,7 @@ pub mod intake;
 pub mod questionnaire;
 pub mod ratelimit;
 pub mod report;
+pub mod retention;
 pub mod routes;
 pub mod signature;
 pub mod startup;

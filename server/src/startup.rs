@@ -148,6 +148,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
     });
 
     tokio::spawn(prune_webhook_ids(state.store.clone()));
+    tokio::spawn(purge_daily(state.store.clone(), state.settings.retention_days));
     if state.settings.platform_kind == crate::config::PlatformKind::Chatwoot {
         let client = crate::chatwoot::client::ChatwootClient::new(&state.settings, state.token_key.clone())?;
         let interval = state.settings.chatwoot_reconcile_interval;
@@ -217,6 +218,30 @@ impl Application {
         state.delivery.stop().await;
         state.store.flush().await.map_err(|error| error.to_string())?;
         result
+    }
+}
+
+/// Purges chats older than the retention period at start and then once a day.
+async fn purge_daily(store: Store, retention_days: u32) {
+    loop {
+        let job_store = store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            crate::retention::purge(&job_store, now_millis(), retention_days, false, |_| {})
+        })
+        .await;
+        match result {
+            Ok(Ok(summary)) if summary.chats == 0 => {}
+            Ok(Ok(summary)) => tracing::info!(
+                chats = summary.chats,
+                answers = summary.answers,
+                comments = summary.comments,
+                retention_days,
+                "purged chats older than the retention period"
+            ),
+            Ok(Err(error)) => tracing::error!(%error, "the retention purge failed; trying again in a day"),
+            Err(error) => tracing::error!(%error, "the retention purge stopped; trying again in a day"),
+        }
+        tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
     }
 }
 

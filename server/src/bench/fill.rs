@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::questionnaire::Role;
+use crate::questionnaire::{ITEM_COUNT, Rating, Role};
 use crate::startup::now_millis;
-use crate::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, Response};
+use crate::store::records::{Answer, ChatRecord, DeliveryStatus, InvitationRecord, Millis, Response};
 use crate::store::{NewChat, Store};
 use crate::token::{InvitationId, PseudonymKey, ServerKey};
 
@@ -52,7 +52,7 @@ pub fn fill(dir: &Path, cache_bytes: u64, count: usize, threads: usize, time_lim
                     if number >= count || Instant::now() >= deadline {
                         return Ok(());
                     }
-                    write_chat(&store, &key, number)?;
+                    write_chat(&store, &key, number, now_millis())?;
                     let done = written.fetch_add(1, Ordering::Relaxed) + 1;
                     if done % FLUSH_EVERY == 0 {
                         store
@@ -80,11 +80,62 @@ pub fn fill(dir: &Path, cache_bytes: u64, count: usize, threads: usize, time_lim
     Ok(written)
 }
 
-/// Writes chat `number`: ended on one of 730 days from 2022-01-01, with
-/// both invitations delivered and nothing queued, as in a store that has
-/// run for a while.
-fn write_chat(store: &Store, key: &PseudonymKey, number: usize) -> Result<(), String> {
-    let now = now_millis();
+/// A well-mixed 64-bit hash (splitmix64), so a chat's answers follow from its number.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The response of one role of chat `number`, at rates like the 2022
+/// study's: about 6% of parents and 27% of nurses complete the
+/// questionnaire, a few more start it, and answers lean to "goed".
+fn response(number: usize, role: Role, now: Millis) -> Response {
+    let seed = mix(number as u64 ^ if role == Role::Parent { 0 } else { 0xA5A5_A5A5 });
+    let roll = seed % 1000;
+    let (complete_below, started_below) = match role {
+        Role::Parent => (57, 82),
+        Role::Professional => (274, 290),
+    };
+    let mut response = Response::default();
+    if roll >= started_below + 60 {
+        return response;
+    }
+    response.opened_at = Some(now);
+    if roll >= started_below {
+        return response;
+    }
+    let answered = if roll < complete_below {
+        ITEM_COUNT
+    } else {
+        1 + (seed >> 10) as usize % (ITEM_COUNT - 1)
+    };
+    for (index, slot) in response.answers.iter_mut().take(answered).enumerate() {
+        let draw = mix(seed ^ index as u64) % 100;
+        let rating = match draw {
+            0..=1 => Rating::Insufficient,
+            2..=24 => Rating::Sufficient,
+            _ => Rating::Good,
+        };
+        *slot = Some(Answer { rating, at: now });
+    }
+    if answered == ITEM_COUNT {
+        response.completed_at = Some(now);
+        response.submitted_at = Some(now);
+        response.lang = Some("nl".into());
+        if seed % 7 == 0 {
+            response.comment = Some("Fijn gesprek, dank je wel.".into());
+        }
+    }
+    response
+}
+
+/// Writes chat `number`, received by the service at `received_at`: ended on
+/// one of 730 days from 2022-01-01, with both invitations delivered, nothing
+/// queued, and answers at rates like the study's (see [`response`]).
+pub fn write_chat(store: &Store, key: &PseudonymKey, number: usize, received_at: Millis) -> Result<(), String> {
+    let now = received_at;
     let chat_key = key.pseudonym("chat", &format!("fill-{number}"));
     let day = time::Date::from_ordinal_date(2022, 1).expect("valid date") + time::Duration::days((number % 730) as i64);
     let ended_at = format!("{day}T{:02}:{:02}:00Z", 8 + number % 12, number % 60);
@@ -95,8 +146,8 @@ fn write_chat(store: &Store, key: &PseudonymKey, number: usize) -> Result<(), St
         received_at: now,
         ended_at,
         organization: Some(organizations[number % organizations.len()].to_string()),
-        topic: Some("slapen".into()),
-        child_age_group: Some("0-5".into()),
+        topic: Some(["slapen", "eten", "huilen", "opvoeden", "zindelijkheid"][number % 5].into()),
+        child_age_group: Some(["0-1", "1-4", "4-12", "12-18"][(number / 5) % 4].into()),
         locale: "nl".into(),
         eligible: true,
         parent_invitation: parent_id.clone(),
@@ -112,7 +163,7 @@ fn write_chat(store: &Store, key: &PseudonymKey, number: usize) -> Result<(), St
         expires_at: now + 168 * 3_600_000,
         delivery: DeliveryStatus::Delivered,
         delivered_at: Some(now),
-        response: Response::default(),
+        response: response(number, role, now),
     };
     let invitations = [
         invitation(&parent_id, Role::Parent),

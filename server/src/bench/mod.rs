@@ -8,7 +8,7 @@
 //! measures the time from each `202` to both invitations accepted.
 //! `--fill N` writes chats straight into a new store instead.
 
-mod fill;
+pub mod fill;
 mod load;
 mod recorder;
 

@@ -571,7 +571,7 @@ pub fn wilson(successes: u64, n: u64) -> Option<(f64, f64)> {
 /// An interval is `(lower, upper)` in the unit of the coefficient (0–100 for `percent`
 /// and `chance`, score points for `mean_difference`). It is `None` when no resample
 /// had the coefficient defined.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct BootstrapIntervals {
     /// Number of resamples drawn.
     pub resamples: usize,

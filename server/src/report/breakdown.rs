@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Funnel, Pairing, Rate, Rates, percent, round2};
+use super::{Funnel, Pairing, Rate, Rates, StratumCounts, percent, round2};
 use crate::questionnaire::ITEM_COUNT;
 use crate::report::agreement::wilson;
 use crate::report::calendar;
-use crate::store::records::{ChatRecord, InvitationRecord, Millis};
+use crate::store::facts::Stratum;
 
 /// z for a two-sided 95% interval, the same value the Wilson intervals use.
 const Z95: f64 = 1.959964;
@@ -107,16 +107,7 @@ impl CellCounts {
     }
 }
 
-/// One chat as the breakdowns see it.
-pub struct ChatOutcome<'a> {
-    pub chat: &'a ChatRecord,
-    /// The parent's and the professional's invitation, when stored.
-    pub invitations: [Option<&'a InvitationRecord>; 2],
-    /// For a matched pair: whether both sides' overall categories are equal.
-    pub category_agrees: Option<bool>,
-}
-
-/// Collects the breakdown cells during the report's scan.
+/// Collects the breakdown cells from the report's strata.
 #[derive(Default)]
 pub struct Accumulator {
     organization: BTreeMap<Option<String>, CellCounts>,
@@ -133,35 +124,22 @@ fn cell_for<'m>(map: &'m mut BTreeMap<Option<String>, CellCounts>, value: &Optio
 }
 
 impl Accumulator {
-    /// Adds one eligible chat to every breakdown.
-    pub fn add(&mut self, outcome: &ChatOutcome<'_>, now: Millis) {
-        let chat = outcome.chat;
-        let week = calendar::amsterdam_date(&chat.ended_at).map(calendar::Date::iso_week);
+    /// Adds the eligible chats of one stratum to every breakdown;
+    /// `agreeing` is the number of its pairs whose categories are equal.
+    pub fn add_stratum(&mut self, stratum: &Stratum, counts: &StratumCounts, agreeing: u64) {
+        let week = stratum.day.map(calendar::Date::iso_week);
         let cells = [
-            cell_for(&mut self.organization, &chat.organization),
-            cell_for(&mut self.topic, &chat.topic),
-            cell_for(&mut self.child_age_group, &chat.child_age_group),
+            cell_for(&mut self.organization, &stratum.organization),
+            cell_for(&mut self.topic, &stratum.topic),
+            cell_for(&mut self.child_age_group, &stratum.child_age_group),
             cell_for(&mut self.iso_week, &week),
         ];
-        let complete = outcome
-            .invitations
-            .map(|invitation| invitation.is_some_and(|invitation| invitation.response.is_complete()));
-
         for cell in cells {
-            cell.chats += 1;
-            if let Some(invitation) = outcome.invitations[0] {
-                cell.parent.add(invitation, now);
-            }
-            if let Some(invitation) = outcome.invitations[1] {
-                cell.professional.add(invitation, now);
-            }
-            match complete {
-                [true, true] => cell.pairing.both += 1,
-                [true, false] => cell.pairing.parent_only += 1,
-                [false, true] => cell.pairing.professional_only += 1,
-                [false, false] => cell.pairing.neither += 1,
-            }
-            cell.agreeing += u64::from(outcome.category_agrees == Some(true));
+            cell.chats += counts.chats;
+            cell.parent.merge(&counts.parent);
+            cell.professional.merge(&counts.professional);
+            cell.pairing.merge(&counts.pairing);
+            cell.agreeing += agreeing;
         }
     }
 

@@ -31,6 +31,12 @@ impl Date {
     }
 }
 
+impl From<time::Date> for Date {
+    fn from(date: time::Date) -> Self {
+        Date(date)
+    }
+}
+
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

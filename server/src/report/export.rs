@@ -518,6 +518,7 @@ pub fn write(
             now,
             &ReportOptions {
                 min_cell_size: options.min_cell_size,
+                bootstrap: false,
             },
         )?;
         return write_funnel(&report, options, out);

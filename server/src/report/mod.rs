@@ -11,11 +11,14 @@ pub mod export_command;
 pub mod html;
 pub mod text;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::questionnaire::{ITEM_COUNT, Instrument, Rating, Role};
+use crate::questionnaire::{ITEM_COUNT, Instrument, Rating};
 use crate::routes::questionnaire::time_text;
-use crate::store::records::{ChatRecord, InvitationRecord, Millis, ResponseStatus};
+use crate::store::facts::{self, ChatFacts, RoleFacts, Stratum};
+use crate::store::records::{ChatRecord, Millis};
 use crate::store::{Store, StoreError};
 use agreement::{Table3, bootstrap, wilson};
 
@@ -75,9 +78,21 @@ impl ReportFilter {
         self
     }
 
-    fn matches(&self, chat: &ChatRecord) -> bool {
+    /// Whether the filter selects `chat`.
+    pub fn matches(&self, chat: &ChatRecord) -> bool {
+        self.matches_stratum(&Stratum {
+            day: calendar::amsterdam_date(&chat.ended_at),
+            organization: chat.organization.clone(),
+            topic: chat.topic.clone(),
+            child_age_group: chat.child_age_group.clone(),
+            purged_week: false,
+        })
+    }
+
+    /// Whether the filter selects the chats of `stratum`.
+    pub fn matches_stratum(&self, stratum: &Stratum) -> bool {
         if let Some(allowed) = &self.allowed_organizations {
-            if !chat
+            if !stratum
                 .organization
                 .as_ref()
                 .is_some_and(|organization| allowed.contains(organization))
@@ -89,18 +104,24 @@ impl ReportFilter {
             Some(wanted) => actual.as_ref() == Some(wanted),
             None => true,
         };
-        if !label_matches(&self.organization, &chat.organization)
-            || !label_matches(&self.topic, &chat.topic)
-            || !label_matches(&self.child_age_group, &chat.child_age_group)
+        if !label_matches(&self.organization, &stratum.organization)
+            || !label_matches(&self.topic, &stratum.topic)
+            || !label_matches(&self.child_age_group, &stratum.child_age_group)
         {
             return false;
         }
         if self.from.is_none() && self.to.is_none() {
             return true;
         }
-        let Some(day) = calendar::amsterdam_date(&chat.ended_at) else {
+        let Some(day) = stratum.day else {
             return false;
         };
+        if stratum.purged_week {
+            // Purged chats are only known by week: the week counts when all
+            // of its days are inside the period.
+            let sunday = calendar::Date::from(day.inner() + time::Duration::days(6));
+            return self.from.is_none_or(|from| day >= from) && self.to.is_none_or(|to| sunday <= to);
+        }
         self.from.is_none_or(|from| day >= from) && self.to.is_none_or(|to| day <= to)
     }
 }
@@ -121,18 +142,35 @@ pub struct Funnel {
 }
 
 impl Funnel {
-    fn add(&mut self, invitation: &InvitationRecord, now: Millis) {
-        let response = &invitation.response;
-        self.invited += 1;
-        self.opened += u64::from(response.opened_at.is_some());
-        self.started += u64::from(response.is_started());
-        for (count, answer) in self.items_answered.iter_mut().zip(&response.answers) {
-            *count += u64::from(answer.is_some());
+    /// Counts one invitation; `now` decides whether an open one has expired.
+    fn add(&mut self, role: &RoleFacts, now: Millis) {
+        if !role.invited {
+            return;
         }
-        self.complete += u64::from(response.is_complete());
-        self.submitted += u64::from(response.submitted_at.is_some());
-        self.declined += u64::from(response.declined_at.is_some());
-        self.expired += u64::from(invitation.status(now) == ResponseStatus::Expired);
+        self.invited += 1;
+        self.opened += u64::from(role.opened);
+        self.started += u64::from(role.is_started());
+        for (index, count) in self.items_answered.iter_mut().enumerate() {
+            *count += u64::from(role.is_answered(index));
+        }
+        self.complete += u64::from(role.is_complete());
+        self.submitted += u64::from(role.submitted);
+        self.declined += u64::from(role.declined);
+        self.expired += u64::from(role.is_expired(now));
+    }
+
+    /// Adds another funnel's counts.
+    pub fn merge(&mut self, other: &Funnel) {
+        self.invited += other.invited;
+        self.opened += other.opened;
+        self.started += other.started;
+        for (count, more) in self.items_answered.iter_mut().zip(&other.items_answered) {
+            *count += more;
+        }
+        self.complete += other.complete;
+        self.submitted += other.submitted;
+        self.declined += other.declined;
+        self.expired += other.expired;
     }
 }
 
@@ -179,6 +217,104 @@ pub struct Pairing {
     pub parent_only: u64,
     pub professional_only: u64,
     pub neither: u64,
+}
+
+impl Pairing {
+    fn add(&mut self, parent_complete: bool, professional_complete: bool) {
+        match (parent_complete, professional_complete) {
+            (true, true) => self.both += 1,
+            (true, false) => self.parent_only += 1,
+            (false, true) => self.professional_only += 1,
+            (false, false) => self.neither += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Pairing) {
+        self.both += other.both;
+        self.parent_only += other.parent_only;
+        self.professional_only += other.professional_only;
+        self.neither += other.neither;
+    }
+}
+
+/// Everything a report counts about the chats of one stratum: one day of
+/// chat ends and one value of each label.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StratumCounts {
+    pub chats: u64,
+    pub chats_ineligible: u64,
+    pub parent: Funnel,
+    pub professional: Funnel,
+    pub pairing: Pairing,
+    /// The matched pairs' answers, packed by [`facts::pair_pattern`].
+    pub patterns: Vec<u64>,
+}
+
+impl StratumCounts {
+    /// Counts one chat.
+    pub fn add(&mut self, chat: &ChatFacts<'_>, now: Millis) {
+        if !chat.eligible {
+            self.chats_ineligible += 1;
+            return;
+        }
+        self.chats += 1;
+        let [parent, professional] = &chat.roles;
+        self.parent.add(parent, now);
+        self.professional.add(professional, now);
+        self.pairing.add(parent.is_complete(), professional.is_complete());
+        if let (Some(parent), Some(professional)) = (parent.scores(), professional.scores()) {
+            self.patterns.push(facts::pair_pattern(&parent, &professional));
+        }
+    }
+
+    /// Adds another stratum's counts.
+    pub fn merge(&mut self, other: &StratumCounts) {
+        self.chats += other.chats;
+        self.chats_ineligible += other.chats_ineligible;
+        self.parent.merge(&other.parent);
+        self.professional.merge(&other.professional);
+        self.pairing.merge(&other.pairing);
+        self.patterns.extend_from_slice(&other.patterns);
+    }
+
+    /// Matched pairs whose overall categories are equal.
+    fn agreeing(&self) -> u64 {
+        self.patterns
+            .iter()
+            .filter(|pattern| {
+                let (parent, professional) = facts::unpack_pattern(**pattern);
+                category(&parent, &ALL_ITEMS) == category(&professional, &ALL_ITEMS)
+            })
+            .count() as u64
+    }
+}
+
+/// Counts every chat of the store by stratum, in one scan of the report facts.
+pub fn count_strata(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
+    let mut by_key: HashMap<Vec<u8>, StratumCounts> = HashMap::new();
+    store.for_each_facts(|chat| match by_key.get_mut(chat.stratum) {
+        Some(counts) => counts.add(chat, now),
+        None => by_key.entry(chat.stratum.to_vec()).or_default().add(chat, now),
+    })?;
+    let mut strata = Vec::with_capacity(by_key.len());
+    for (key, counts) in by_key {
+        let stratum = facts::decode_stratum(&key).ok_or_else(|| StoreError::CorruptFacts {
+            key: format!("stratum {}", crate::token::hex(&key)),
+        })?;
+        strata.push((stratum, counts));
+    }
+    for entry in store.all_totals() {
+        let (key, value) = entry?;
+        let corrupt = || StoreError::CorruptFacts {
+            key: format!("totals {}", crate::token::hex(&key)),
+        };
+        let mut stratum = facts::decode_stratum(&key).ok_or_else(corrupt)?;
+        stratum.purged_week = true;
+        let counts: StratumCounts = serde_json::from_slice(&value).map_err(|_| corrupt())?;
+        strata.push((stratum, counts));
+    }
+    strata.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(strata)
 }
 
 /// Answers per rating for one item and role.
@@ -337,12 +473,18 @@ pub struct Suppression {
 pub struct ReportOptions {
     /// Smallest number of matched pairs shown in a breakdown cell or a filtered report.
     pub min_cell_size: u64,
+    /// Whether to compute the bootstrap intervals (`ci95` of each
+    /// coefficient). Without them the report takes a fraction of the time.
+    pub bootstrap: bool,
 }
 
 impl Default for ReportOptions {
-    /// The default of `ALLIANCE_MIN_CELL_SIZE`, 10.
+    /// The default of `ALLIANCE_MIN_CELL_SIZE`, 10, with bootstrap intervals.
     fn default() -> Self {
-        Self { min_cell_size: 10 }
+        Self {
+            min_cell_size: 10,
+            bootstrap: true,
+        }
     }
 }
 
@@ -376,75 +518,48 @@ pub fn build_with(
     now: Millis,
     options: &ReportOptions,
 ) -> Result<Report, StoreError> {
-    let mut strata = breakdown::Accumulator::default();
-    let mut chats = 0;
-    let mut chats_ineligible = 0;
-    let mut questionnaires = Questionnaires::default();
-    let mut pairing = Pairing::default();
-    let mut pairs: Vec<Pair> = Vec::new();
+    let strata = count_strata(store, now)?;
+    Ok(from_strata(&strata, filter, now, options))
+}
 
-    for entry in store.chats() {
-        let (_, chat) = entry?;
-        if !filter.matches(&chat) {
+/// Builds the report from counted strata; see [`count_strata`].
+pub fn from_strata(
+    strata: &[(Stratum, StratumCounts)],
+    filter: &ReportFilter,
+    now: Millis,
+    options: &ReportOptions,
+) -> Report {
+    let mut breakdowns = breakdown::Accumulator::default();
+    let mut total = StratumCounts::default();
+    for (stratum, counts) in strata {
+        if !filter.matches_stratum(stratum) {
             continue;
         }
-        if !chat.eligible {
-            chats_ineligible += 1;
-            continue;
-        }
-        chats += 1;
-
-        let mut complete: [Option<[Rating; ITEM_COUNT]>; 2] = [None, None];
-        let mut invitations: [Option<InvitationRecord>; 2] = [None, None];
-        for ((slot, stored), role) in complete.iter_mut().zip(invitations.iter_mut()).zip(Role::BOTH) {
-            let Some(invitation) = store.invitation(chat.invitation(role))? else {
-                tracing::warn!(role = %role, "chat has no stored invitation for a role; skipped in the funnel");
-                continue;
-            };
-            let funnel = match role {
-                Role::Parent => &mut questionnaires.parent,
-                Role::Professional => &mut questionnaires.professional,
-            };
-            funnel.add(&invitation, now);
-            *slot = invitation.response.ratings();
-            *stored = Some(invitation);
-        }
-
-        let mut category_agrees = None;
-        match complete {
-            [Some(parent), Some(professional)] => {
-                pairing.both += 1;
-                let pair = Pair {
-                    parent: parent.map(Rating::score),
-                    professional: professional.map(Rating::score),
-                };
-                category_agrees = Some(category(&pair.parent, &ALL_ITEMS) == category(&pair.professional, &ALL_ITEMS));
-                pairs.push(pair);
-            }
-            [Some(_), None] => pairing.parent_only += 1,
-            [None, Some(_)] => pairing.professional_only += 1,
-            [None, None] => pairing.neither += 1,
-        }
-        strata.add(
-            &breakdown::ChatOutcome {
-                chat: &chat,
-                invitations: [invitations[0].as_ref(), invitations[1].as_ref()],
-                category_agrees,
-            },
-            now,
-        );
+        breakdowns.add_stratum(stratum, counts, counts.agreeing());
+        total.merge(counts);
     }
+    // A canonical order, so that the bootstrap resamples the same list
+    // whatever order the strata came in.
+    let mut patterns = std::mem::take(&mut total.patterns);
+    patterns.sort_unstable();
 
-    let (breakdowns, completers) = strata.finish_with_comparisons(options.min_cell_size);
+    let (breakdowns, completers) = breakdowns.finish_with_comparisons(options.min_cell_size);
     let filtered = *filter != ReportFilter::default();
     let suppression = Suppression {
         min_cell_size: options.min_cell_size,
         filtered,
-        suppressed: filtered && (pairs.len() as u64) < options.min_cell_size,
+        suppressed: filtered && (patterns.len() as u64) < options.min_cell_size,
     };
     if suppression.suppressed {
-        pairs.clear();
+        patterns.clear();
     }
+    let pairs: Vec<Pair> = patterns
+        .iter()
+        .map(|pattern| {
+            let (parent, professional) = facts::unpack_pattern(*pattern);
+            Pair { parent, professional }
+        })
+        .collect();
 
     let instrument = Instrument::get();
     let all_items: Vec<u8> = (1..=ITEM_COUNT as u8).collect();
@@ -452,7 +567,9 @@ pub fn build_with(
     let personal_bond = agreement_set(&pairs, instrument.personal_bond());
     let goals_and_approach = agreement_set(&pairs, instrument.goals_and_approach());
 
-    let items = (0..ITEM_COUNT).map(|index| item_report(&pairs, index)).collect();
+    let items = (0..ITEM_COUNT)
+        .map(|index| item_report(&pairs, index, options.bootstrap))
+        .collect();
 
     let pooled_per_chat: Vec<Table3> = pairs
         .iter()
@@ -477,11 +594,17 @@ pub fn build_with(
         })
         .collect();
 
-    Ok(Report {
+    let chats = total.chats;
+    let questionnaires = Questionnaires {
+        parent: total.parent,
+        professional: total.professional,
+    };
+    let pairing = total.pairing;
+    Report {
         generated_at: time_text(now),
         filter: filter.clone(),
         chats,
-        chats_ineligible,
+        chats_ineligible: total.chats_ineligible,
         rates: Rates {
             parent: Rate::new(questionnaires.parent.complete, chats),
             professional: Rate::new(questionnaires.professional.complete, chats),
@@ -501,19 +624,23 @@ pub fn build_with(
         items,
         agreement: Agreement {
             overall,
-            pooled: table_agreement(&pooled_per_chat),
-            category_coefficients: table_agreement(&category_per_chat),
+            pooled: table_agreement(&pooled_per_chat, options.bootstrap),
+            category_coefficients: table_agreement(&category_per_chat, options.bootstrap),
             subscales: Subscales {
                 personal_bond,
                 goals_and_approach,
             },
         },
         bootstrap: Bootstrap {
-            resamples: agreement::DEFAULT_RESAMPLES,
+            resamples: if options.bootstrap {
+                agreement::DEFAULT_RESAMPLES
+            } else {
+                0
+            },
             seed: BOOTSTRAP_SEED,
             unit: "chat".into(),
         },
-    })
+    }
 }
 
 fn record(table: &mut Table3, parent: u8, professional: u8) {
@@ -569,7 +696,7 @@ fn agreement_set(pairs: &[Pair], items: &[u8]) -> AgreementSet {
     }
 }
 
-fn item_report(pairs: &[Pair], index: usize) -> ItemReport {
+fn item_report(pairs: &[Pair], index: usize, with_bootstrap: bool) -> ItemReport {
     let mut parent = RatingCounts::default();
     let mut professional = RatingCounts::default();
     let per_chat: Vec<Table3> = pairs
@@ -587,16 +714,20 @@ fn item_report(pairs: &[Pair], index: usize) -> ItemReport {
         number: index as u8 + 1,
         parent,
         professional,
-        agreement: table_agreement(&per_chat),
+        agreement: table_agreement(&per_chat, with_bootstrap),
     }
 }
 
 /// Coefficients on the sum of per-chat tables, with intervals from a
 /// bootstrap that resamples chats.
-fn table_agreement(per_chat: &[Table3]) -> TableAgreement {
+fn table_agreement(per_chat: &[Table3], with_bootstrap: bool) -> TableAgreement {
     let table: Table3 = per_chat.iter().sum();
     let values = table.coefficients();
-    let intervals = bootstrap(per_chat, agreement::DEFAULT_RESAMPLES, BOOTSTRAP_SEED);
+    let intervals = if with_bootstrap {
+        bootstrap(per_chat, agreement::DEFAULT_RESAMPLES, BOOTSTRAP_SEED)
+    } else {
+        agreement::BootstrapIntervals::default()
+    };
     let coefficient = |value: Option<f64>, ci: Option<(f64, f64)>, se: Option<f64>| Coefficient {
         value: value.map(round6),
         ci95: ci.map(|(lo, hi)| [round6(lo), round6(hi)]),

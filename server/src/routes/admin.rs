@@ -58,6 +58,7 @@ pub async fn report(
     let now = state.now_millis();
     let options = reports::ReportOptions {
         min_cell_size: u64::from(state.settings.min_cell_size),
+        bootstrap: true,
     };
     let built = web::block(move || reports::build_with(&store, &filter, now, &options))
         .await

@@ -207,6 +207,7 @@ pub async fn dashboard(
     let now = state.now_millis();
     let options = ReportOptions {
         min_cell_size: u64::from(state.settings.min_cell_size),
+        bootstrap: true,
     };
     let built_filter = filter.clone();
     let built = web::block(move || report::build_with(&store, &built_filter, now, &options))

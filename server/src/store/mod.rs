@@ -12,19 +12,22 @@
 //! request to one flusher thread, which flushes once for every request that
 //! is waiting, so concurrent writers share one fsync.
 
+pub mod facts;
+mod journal;
 pub mod records;
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::oneshot;
 
+use crate::questionnaire::Role;
 use crate::token::InvitationId;
+use journal::{Journal, Op, TreeId};
 use records::{ChatRecord, InvitationRecord, Millis, QueuedDelivery};
 
 /// A store failure: an I/O error or a damaged record. Shown to HTTP clients
@@ -33,13 +36,30 @@ use records::{ChatRecord, InvitationRecord, Millis, QueuedDelivery};
 pub enum StoreError {
     #[error("store I/O failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("store journal I/O failed: {0}")]
+    Journal(#[from] std::io::Error),
     #[error("stored record {key} is damaged: {source}")]
     Corrupt { key: String, source: serde_json::Error },
+    #[error("stored report facts of chat {key} are damaged")]
+    CorruptFacts { key: String },
     #[error("store flush failed: {0}")]
     Flush(String),
 }
 
 type FlushReply = oneshot::Sender<Result<(), String>>;
+
+/// The journal is emptied into sled at least this often while it has records.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+/// ... and as soon as it holds this many bytes.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// What the flusher thread and every writer share.
+struct Shared {
+    /// Held while a write changes sled and appends to the journal, so the
+    /// journal's order is sled's order, and while a checkpoint runs.
+    write_lock: Mutex<()>,
+    journal: Journal,
+}
 
 /// The open store. Cheap to clone.
 #[derive(Clone)]
@@ -51,7 +71,27 @@ pub struct Store {
     queue: sled::Tree,
     dead: sled::Tree,
     meta: sled::Tree,
-    flush_requests: mpsc::Sender<FlushReply>,
+    facts: sled::Tree,
+    totals: sled::Tree,
+    shared: Arc<Shared>,
+    flusher: Arc<Flusher>,
+}
+
+/// The handle of the flusher thread. Dropping the last one lets the thread
+/// run a final checkpoint and waits for it, so the store can be opened
+/// again as soon as every [`Store`] is gone.
+struct Flusher {
+    requests: Option<mpsc::Sender<FlushReply>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What accepting a chat-ended webhook did.
@@ -65,7 +105,7 @@ pub enum ChatAcceptance {
     KnownChat,
 }
 
-/// A new chat with everything written in the same transaction.
+/// A new chat with everything written in the same write.
 pub struct NewChat<'a> {
     pub webhook_id: &'a str,
     pub chat_key: &'a str,
@@ -74,6 +114,14 @@ pub struct NewChat<'a> {
     pub invitations: &'a [InvitationRecord],
     pub deliveries: &'a [QueuedDelivery],
     pub now: Millis,
+}
+
+/// What [`Store::purge_chat`] deleted besides the chat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgedChat {
+    pub invitations: u64,
+    pub answers: u64,
+    pub comments: u64,
 }
 
 /// The result of a read-modify-write on one invitation.
@@ -87,6 +135,12 @@ pub enum UpdateError<E> {
 impl<E> From<StoreError> for UpdateError<E> {
     fn from(error: StoreError) -> Self {
         UpdateError::Store(error)
+    }
+}
+
+impl<E> From<sled::Error> for UpdateError<E> {
+    fn from(error: sled::Error) -> Self {
+        UpdateError::Store(error.into())
     }
 }
 
@@ -109,27 +163,140 @@ pub fn queue_key(due: Millis, id: &InvitationId) -> Vec<u8> {
     key
 }
 
+/// The changes of one write: applied to sled at once and recorded for the journal.
+struct Writes<'s> {
+    store: &'s Store,
+    payload: Vec<u8>,
+}
+
+impl Writes<'_> {
+    fn insert(&mut self, tree: TreeId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.store.tree(tree).insert(key, value)?;
+        journal::push_op(&mut self.payload, tree, key, Some(value));
+        Ok(())
+    }
+
+    /// Removes `key`; returns the value it had.
+    fn remove(&mut self, tree: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        let previous = self.store.tree(tree).remove(key)?;
+        if previous.is_some() {
+            journal::push_op(&mut self.payload, tree, key, None);
+        }
+        Ok(previous)
+    }
+}
+
 impl Store {
-    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
+    /// Opens (or creates) the store in `dir` with a page cache of
+    /// `cache_bytes`, replaying what the journal of an earlier run still holds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        let (flush_requests, receiver) = mpsc::channel();
+        let journal_path = dir.join("journal");
+        let leftover = Journal::read_leftover(&journal_path)?;
+        let trees = [
+            db.open_tree("chats")?,
+            db.open_tree("invitations")?,
+            db.open_tree("webhook_ids")?,
+            db.open_tree("queue")?,
+            db.open_tree("dead")?,
+            db.open_tree("meta")?,
+            db.open_tree("totals")?,
+            db.open_tree("facts")?,
+        ];
+        if !leftover.is_empty() {
+            replay(&trees, &leftover)?;
+            db.flush()?;
+        }
+        let [chats, invitations, webhook_ids, queue, dead, meta, totals, facts] = trees;
         let store = Self {
-            chats: db.open_tree("chats")?,
-            invitations: db.open_tree("invitations")?,
-            webhook_ids: db.open_tree("webhook_ids")?,
-            queue: db.open_tree("queue")?,
-            dead: db.open_tree("dead")?,
-            meta: db.open_tree("meta")?,
-            flush_requests: spawn_flusher(db.clone()),
+            chats,
+            invitations,
+            webhook_ids,
+            queue,
+            dead,
+            meta,
+            facts,
+            totals,
+            shared: Arc::new(Shared {
+                write_lock: Mutex::new(()),
+                journal: Journal::open_empty(&journal_path)?,
+            }),
+            flusher: Arc::new(Flusher {
+                requests: None,
+                thread: None,
+            }),
             db,
         };
-        Ok(store)
+        store.ensure_facts()?;
+        store.db.flush()?;
+        let thread = spawn_flusher(store.db.clone(), Arc::clone(&store.shared), receiver);
+        Ok(Self {
+            flusher: Arc::new(Flusher {
+                requests: Some(flush_requests),
+                thread: Some(thread),
+            }),
+            ..store
+        })
+    }
+
+    fn tree(&self, id: TreeId) -> &sled::Tree {
+        match id {
+            TreeId::Chats => &self.chats,
+            TreeId::Invitations => &self.invitations,
+            TreeId::WebhookIds => &self.webhook_ids,
+            TreeId::Queue => &self.queue,
+            TreeId::Dead => &self.dead,
+            TreeId::Meta => &self.meta,
+            TreeId::Totals => &self.totals,
+            TreeId::Facts => &self.facts,
+        }
+    }
+
+    /// Writes report facts for every chat of a store made before they
+    /// existed. Runs once, when the store is opened.
+    fn ensure_facts(&self) -> Result<(), StoreError> {
+        const FACTS_VERSION: &[u8] = b"facts_version";
+        if self.meta.get(FACTS_VERSION)?.is_some() || self.chats.is_empty() {
+            self.meta.insert(FACTS_VERSION, &[1])?;
+            return Ok(());
+        }
+        let mut written = 0u64;
+        for entry in self.chats.iter() {
+            let (key, value) = entry?;
+            let chat: ChatRecord = decode(&key, &value)?;
+            let parent = self.invitation(&chat.parent_invitation)?;
+            let professional = self.invitation(&chat.professional_invitation)?;
+            self.facts
+                .insert(&key, facts::encode(&chat, [parent.as_ref(), professional.as_ref()]))?;
+            written += 1;
+        }
+        self.meta.insert(FACTS_VERSION, &[1])?;
+        tracing::info!(chats = written, "wrote report facts for the chats of an older store");
+        Ok(())
+    }
+
+    /// Runs one write: its changes reach sled at once and the journal in the
+    /// same order. Not durable until [`Store::flush`].
+    fn write<T, E: From<StoreError>>(&self, change: impl FnOnce(&mut Writes<'_>) -> Result<T, E>) -> Result<T, E> {
+        let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writes = Writes {
+            store: self,
+            payload: Vec::new(),
+        };
+        let result = change(&mut writes);
+        // Even a failed write journals what it already changed in sled.
+        self.shared.journal.append(&writes.payload);
+        result
     }
 
     /// Waits until everything written before the call is on disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (reply, done) = oneshot::channel();
-        self.flush_requests
+        self.flusher
+            .requests
+            .as_ref()
+            .ok_or_else(|| StoreError::Flush("flusher stopped".into()))?
             .send(reply)
             .map_err(|_| StoreError::Flush("flusher stopped".into()))?;
         match done.await {
@@ -141,54 +308,52 @@ impl Store {
 
     /// Flushes on the calling thread, for commands that run without the service.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        checkpoint(&self.db, &self.shared)
     }
 
     /// Returns the time of the first start, recording `now` if there is none yet.
     pub fn first_started_at(&self, now: Millis) -> Result<Millis, StoreError> {
-        let previous =
-            self.meta
-                .compare_and_swap(b"first_started_at", None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))?;
-        match previous {
-            Ok(()) => Ok(now),
-            Err(existing) => {
-                let bytes = existing.current.expect("compare_and_swap failed on a present value");
-                Ok(i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])))
+        self.write(|writes| {
+            if let Some(bytes) = self.meta.get(b"first_started_at")? {
+                return Ok(i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])));
             }
-        }
+            writes.insert(TreeId::Meta, b"first_started_at", &now.to_be_bytes())?;
+            Ok(now)
+        })
     }
 
     /// Accepts a chat-ended webhook atomically: deduplicates on the webhook id
-    /// and on the chat, then stores the chat, its two invitations and their
-    /// queued deliveries. Not durable until [`Store::flush`].
+    /// and on the chat, then stores the chat, its report facts, its two
+    /// invitations and their queued deliveries. The webhook id is written
+    /// last, so a store that has it has the rest. Not durable until [`Store::flush`].
     pub fn accept_chat(&self, new: NewChat<'_>) -> Result<ChatAcceptance, StoreError> {
-        let trees = (&self.webhook_ids, &self.chats, &self.invitations, &self.queue);
-        let result = trees.transaction(|(webhook_ids, chats, invitations, queue)| {
-            if webhook_ids.get(new.webhook_id)?.is_some() {
+        self.write(|writes| {
+            if self.webhook_ids.get(new.webhook_id)?.is_some() {
                 return Ok(ChatAcceptance::DuplicateWebhook);
             }
-            webhook_ids.insert(new.webhook_id, &new.now.to_be_bytes())?;
-            if chats.get(new.chat_key)?.is_some() {
+            let received = new.now.to_be_bytes();
+            if self.chats.get(new.chat_key)?.is_some() {
+                writes.insert(TreeId::WebhookIds, new.webhook_id.as_bytes(), &received)?;
                 return Ok(ChatAcceptance::KnownChat);
             }
-            chats.insert(new.chat_key, encode(new.chat))?;
             for invitation in new.invitations {
-                invitations.insert(invitation.id.as_str(), encode(invitation))?;
-            }
-            for delivery in new.deliveries {
-                queue.insert(
-                    queue_key(delivery.next_attempt_at, &delivery.invitation_id),
-                    encode(delivery),
+                writes.insert(
+                    TreeId::Invitations,
+                    invitation.id.as_str().as_bytes(),
+                    &encode(invitation),
                 )?;
             }
-            Ok::<_, ConflictableTransactionError<()>>(ChatAcceptance::New)
-        });
-        match result {
-            Ok(acceptance) => Ok(acceptance),
-            Err(TransactionError::Storage(error)) => Err(error.into()),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        }
+            for delivery in new.deliveries {
+                let key = queue_key(delivery.next_attempt_at, &delivery.invitation_id);
+                writes.insert(TreeId::Queue, &key, &encode(delivery))?;
+            }
+            let by_role = |role: Role| new.invitations.iter().find(|invitation| invitation.role == role);
+            let chat_facts = facts::encode(new.chat, [by_role(Role::Parent), by_role(Role::Professional)]);
+            writes.insert(TreeId::Facts, new.chat_key.as_bytes(), &chat_facts)?;
+            writes.insert(TreeId::Chats, new.chat_key.as_bytes(), &encode(new.chat))?;
+            writes.insert(TreeId::WebhookIds, new.webhook_id.as_bytes(), &received)?;
+            Ok(ChatAcceptance::New)
+        })
     }
 
     /// Returns whether a webhook id was accepted before.
@@ -198,23 +363,36 @@ impl Store {
 
     /// Remembers an accepted webhook id; not durable until [`Store::flush`].
     pub fn remember_webhook(&self, id: &str, now: Millis) -> Result<(), StoreError> {
-        self.webhook_ids.insert(id, &now.to_be_bytes())?;
-        Ok(())
+        self.write(|writes| writes.insert(TreeId::WebhookIds, id.as_bytes(), &now.to_be_bytes()))
     }
 
     /// Deletes webhook ids received before `cutoff` and returns how many.
     /// Platforms retry with the same id for days, so callers keep at least 7.
     pub fn prune_webhook_ids(&self, cutoff: Millis) -> Result<usize, StoreError> {
         let mut removed = 0;
+        let mut old = Vec::new();
         for entry in self.webhook_ids.iter() {
             let (key, value) = entry?;
             let received = value.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(0);
             if received < cutoff {
-                self.webhook_ids.remove(key)?;
-                removed += 1;
+                old.push(key);
+            }
+            if old.len() == 1_000 {
+                removed += self.remove_webhook_ids(&std::mem::take(&mut old))?;
             }
         }
+        removed += self.remove_webhook_ids(&old)?;
         Ok(removed)
+    }
+
+    fn remove_webhook_ids(&self, keys: &[sled::IVec]) -> Result<usize, StoreError> {
+        self.write(|writes| {
+            let mut removed = 0;
+            for key in keys {
+                removed += usize::from(writes.remove(TreeId::WebhookIds, key)?.is_some());
+            }
+            Ok(removed)
+        })
     }
 
     pub fn chat(&self, key: &str) -> Result<Option<ChatRecord>, StoreError> {
@@ -233,6 +411,93 @@ impl Store {
         })
     }
 
+    /// Calls `visit` with the report facts of every chat, in key order, and
+    /// returns how many there were.
+    pub fn for_each_facts(&self, mut visit: impl FnMut(&facts::ChatFacts<'_>)) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for entry in self.facts.iter() {
+            let (key, value) = entry?;
+            let chat_facts = facts::decode(&value).ok_or_else(|| StoreError::CorruptFacts {
+                key: String::from_utf8_lossy(&key).into_owned(),
+            })?;
+            visit(&chat_facts);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Reads every stored chat record without decoding it, for comparison
+    /// with [`Store::scan_facts_bytes`]. Returns the number of records and their total size.
+    pub fn scan_chats_bytes(&self) -> Result<(u64, u64), StoreError> {
+        scan_bytes(&self.chats)
+    }
+
+    /// Reads every stored fact value without decoding it, for measuring the
+    /// cost of a scan. Returns the number of values and their total size.
+    pub fn scan_facts_bytes(&self) -> Result<(u64, u64), StoreError> {
+        scan_bytes(&self.facts)
+    }
+
+    /// Keys and receive times of every chat, in key order.
+    pub fn chat_receive_times(&self) -> impl Iterator<Item = Result<(String, Millis), StoreError>> + '_ {
+        self.chats()
+            .map(|entry| entry.map(|(key, chat)| (key, chat.received_at)))
+    }
+
+    /// The purged totals stored under `key`.
+    pub fn totals(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.totals.get(key)?.map(|bytes| bytes.to_vec()))
+    }
+
+    /// Every purged stratum: its key and its totals.
+    pub fn all_totals(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.totals.iter().map(|entry| {
+            entry
+                .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Deletes a chat with its invitations (answers and comments), its report
+    /// facts and any delivery of it in the dead-letter list, and in the same
+    /// write stores the totals that `fold` returns as `(key, value)`. `fold`
+    /// gets the chat's facts and may read the current totals with
+    /// [`Store::totals`]. Returns what was deleted, or `None` when the chat
+    /// is not stored.
+    pub fn purge_chat(
+        &self,
+        chat_key: &str,
+        fold: impl FnOnce(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
+    ) -> Result<Option<PurgedChat>, StoreError> {
+        self.write(|writes| {
+            let Some(chat_bytes) = self.chats.get(chat_key)? else {
+                return Ok(None);
+            };
+            let chat: ChatRecord = decode(chat_key.as_bytes(), &chat_bytes)?;
+            let corrupt = || StoreError::CorruptFacts {
+                key: chat_key.to_owned(),
+            };
+            let facts_bytes = self.facts.get(chat_key)?.ok_or_else(corrupt)?;
+            let chat_facts = facts::decode(&facts_bytes).ok_or_else(corrupt)?;
+            let (totals_key, totals) = fold(&chat_facts)?;
+            writes.insert(TreeId::Totals, &totals_key, &totals)?;
+
+            let mut purged = PurgedChat::default();
+            for id in [&chat.parent_invitation, &chat.professional_invitation] {
+                if let Some(bytes) = writes.remove(TreeId::Invitations, id.as_str().as_bytes())? {
+                    let invitation: InvitationRecord = decode(id.as_str().as_bytes(), &bytes)?;
+                    purged.invitations += 1;
+                    purged.answers += invitation.response.answered() as u64;
+                    purged.comments += u64::from(invitation.response.comment.is_some());
+                }
+                writes.remove(TreeId::Dead, id.as_str().as_bytes())?;
+            }
+            writes.remove(TreeId::Facts, chat_key.as_bytes())?;
+            writes.remove(TreeId::Chats, chat_key.as_bytes())?;
+            Ok(Some(purged))
+        })
+    }
+
     pub fn chat_count(&self) -> usize {
         self.chats.len()
     }
@@ -244,16 +509,16 @@ impl Store {
             .transpose()
     }
 
-    /// Reads, changes and writes one invitation with compare-and-swap,
-    /// retrying when another writer got there first. `change` may run more
-    /// than once and returns `Err` to reject the change without writing.
+    /// Reads, changes and writes one invitation, and the report facts of its
+    /// chat, in one write. `change` returns `Err` to reject the change
+    /// without writing.
     pub fn update_invitation<T, E>(
         &self,
         id: &InvitationId,
-        mut change: impl FnMut(&mut InvitationRecord) -> Result<T, E>,
+        change: impl FnOnce(&mut InvitationRecord) -> Result<T, E>,
     ) -> Result<(T, InvitationRecord), UpdateError<E>> {
-        loop {
-            let Some(current) = self.invitations.get(id.as_str()).map_err(StoreError::from)? else {
+        self.write(|writes| {
+            let Some(current) = self.invitations.get(id.as_str())? else {
                 return Err(UpdateError::NotFound);
             };
             let mut record: InvitationRecord = decode(id.as_str().as_bytes(), &current)?;
@@ -262,14 +527,17 @@ impl Store {
             if record == before {
                 return Ok((outcome, record));
             }
-            let swapped = self
-                .invitations
-                .compare_and_swap(id.as_str(), Some(current), Some(encode(&record)))
-                .map_err(StoreError::from)?;
-            if swapped.is_ok() {
-                return Ok((outcome, record));
+            writes.insert(TreeId::Invitations, id.as_str().as_bytes(), &encode(&record))?;
+            if let Some(stored) = self.facts.get(record.chat.as_bytes())? {
+                let role_facts = facts::RoleFacts::from_invitation(&record);
+                let updated =
+                    facts::with_role(&stored, record.role, &role_facts).ok_or_else(|| StoreError::CorruptFacts {
+                        key: record.chat.clone(),
+                    })?;
+                writes.insert(TreeId::Facts, record.chat.as_bytes(), &updated)?;
             }
-        }
+            Ok((outcome, record))
+        })
     }
 
     /// Queued deliveries due at or before `now`, oldest first, at most `limit`.
@@ -338,87 +606,68 @@ impl Store {
     }
 
     /// Records that the platform accepted a delivery: removes it from the
-    /// queue and marks the invitation delivered, in one transaction.
+    /// queue and marks the invitation delivered, in one write.
     pub fn complete_delivery(&self, key: &[u8], id: &InvitationId, now: Millis) -> Result<(), StoreError> {
-        let result = (&self.queue, &self.invitations).transaction(|(queue, invitations)| {
-            queue.remove(key)?;
-            if let Some(bytes) = invitations.get(id.as_str())? {
-                let mut record: InvitationRecord =
-                    serde_json::from_slice(&bytes).map_err(|_| ConflictableTransactionError::Abort(()))?;
+        self.write(|writes| {
+            writes.remove(TreeId::Queue, key)?;
+            self.set_delivery(writes, id, |record| {
                 record.delivery = records::DeliveryStatus::Delivered;
                 record.delivered_at = Some(now);
-                invitations.insert(id.as_str(), encode(&record))?;
-            }
-            Ok(())
-        });
-        self.finish_transaction(result, id)
+            })
+        })
+    }
+
+    /// Changes the delivery fields of an invitation within a write. The
+    /// report facts do not depend on them.
+    fn set_delivery(
+        &self,
+        writes: &mut Writes<'_>,
+        id: &InvitationId,
+        change: impl FnOnce(&mut InvitationRecord),
+    ) -> Result<(), StoreError> {
+        if let Some(bytes) = self.invitations.get(id.as_str())? {
+            let mut record: InvitationRecord = decode(id.as_str().as_bytes(), &bytes)?;
+            change(&mut record);
+            writes.insert(TreeId::Invitations, id.as_str().as_bytes(), &encode(&record))?;
+        }
+        Ok(())
     }
 
     /// Moves a delivery to a new due time after a failed attempt.
     pub fn reschedule_delivery(&self, key: &[u8], delivery: &QueuedDelivery) -> Result<(), StoreError> {
         let new_key = queue_key(delivery.next_attempt_at, &delivery.invitation_id);
-        let mut batch = sled::Batch::default();
-        batch.remove(key);
-        batch.insert(new_key, encode(delivery));
-        self.queue.apply_batch(batch)?;
-        Ok(())
+        self.write(|writes| {
+            writes.remove(TreeId::Queue, key)?;
+            writes.insert(TreeId::Queue, &new_key, &encode(delivery))
+        })
     }
 
     /// Moves a delivery from the queue to the dead-letter list.
     pub fn dead_letter(&self, key: &[u8], delivery: &QueuedDelivery) -> Result<(), StoreError> {
         let id = &delivery.invitation_id;
-        let result = (&self.queue, &self.dead, &self.invitations).transaction(|(queue, dead, invitations)| {
-            queue.remove(key)?;
-            dead.insert(id.as_str(), encode(delivery))?;
-            if let Some(bytes) = invitations.get(id.as_str())? {
-                let mut record: InvitationRecord =
-                    serde_json::from_slice(&bytes).map_err(|_| ConflictableTransactionError::Abort(()))?;
-                record.delivery = records::DeliveryStatus::Dead;
-                invitations.insert(id.as_str(), encode(&record))?;
-            }
-            Ok(())
-        });
-        self.finish_transaction(result, id)
+        self.write(|writes| {
+            writes.remove(TreeId::Queue, key)?;
+            writes.insert(TreeId::Dead, id.as_str().as_bytes(), &encode(delivery))?;
+            self.set_delivery(writes, id, |record| record.delivery = records::DeliveryStatus::Dead)
+        })
     }
 
     /// Puts a dead-lettered delivery back in the queue, due `now`. Returns
     /// false when the invitation is not in the dead-letter list.
     pub fn retry_dead(&self, id: &InvitationId, now: Millis) -> Result<bool, StoreError> {
-        let result = (&self.queue, &self.dead, &self.invitations).transaction(|(queue, dead, invitations)| {
-            let Some(bytes) = dead.remove(id.as_str())? else {
+        self.write(|writes| {
+            let Some(bytes) = self.dead.get(id.as_str())? else {
                 return Ok(false);
             };
-            let mut delivery: QueuedDelivery =
-                serde_json::from_slice(&bytes).map_err(|_| ConflictableTransactionError::Abort(()))?;
+            let mut delivery: QueuedDelivery = decode(id.as_str().as_bytes(), &bytes)?;
             delivery.next_attempt_at = now;
             delivery.attempts = 0;
             delivery.created_at = now;
-            queue.insert(queue_key(now, id), encode(&delivery))?;
-            if let Some(bytes) = invitations.get(id.as_str())? {
-                let mut record: InvitationRecord =
-                    serde_json::from_slice(&bytes).map_err(|_| ConflictableTransactionError::Abort(()))?;
-                record.delivery = records::DeliveryStatus::Pending;
-                invitations.insert(id.as_str(), encode(&record))?;
-            }
+            writes.remove(TreeId::Dead, id.as_str().as_bytes())?;
+            writes.insert(TreeId::Queue, &queue_key(now, id), &encode(&delivery))?;
+            self.set_delivery(writes, id, |record| record.delivery = records::DeliveryStatus::Pending)?;
             Ok(true)
-        });
-        match result {
-            Ok(found) => Ok(found),
-            Err(TransactionError::Storage(error)) => Err(error.into()),
-            Err(TransactionError::Abort(())) => Err(StoreError::Flush(format!("dead letter {id} is damaged"))),
-        }
-    }
-
-    fn finish_transaction(
-        &self,
-        result: Result<(), TransactionError<()>>,
-        id: &InvitationId,
-    ) -> Result<(), StoreError> {
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(error)) => Err(error.into()),
-            Err(TransactionError::Abort(())) => Err(StoreError::Flush(format!("invitation record {id} is damaged"))),
-        }
+        })
     }
 
     /// Unix seconds up to which Chatwoot's resolved conversations were
@@ -432,8 +681,7 @@ impl Store {
     }
 
     pub fn set_chatwoot_synced_until(&self, seconds: i64) -> Result<(), StoreError> {
-        self.meta.insert(b"chatwoot_synced_until", &seconds.to_be_bytes())?;
-        Ok(())
+        self.write(|writes| writes.insert(TreeId::Meta, b"chatwoot_synced_until", &seconds.to_be_bytes()))
     }
 
     /// Copies every tree into a new store in `dir`, which must not hold a
@@ -449,6 +697,8 @@ impl Store {
         let copy = sled::Config::new().path(dir).create_new(true).open()?;
         let trees = [
             ("chats", &self.chats),
+            ("facts", &self.facts),
+            ("totals", &self.totals),
             ("invitations", &self.invitations),
             ("queue", &self.queue),
             ("dead", &self.dead),
@@ -482,13 +732,13 @@ impl Store {
     /// whether the stored one matches, so a store is never served with a key
     /// other than the one its tokens and pseudonyms were made with.
     pub fn key_matches(&self, fingerprint: &str) -> Result<bool, StoreError> {
-        let previous =
-            self.meta
-                .compare_and_swap(b"key_fingerprint", None as Option<&[u8]>, Some(fingerprint.as_bytes()))?;
-        match previous {
-            Ok(()) => Ok(true),
-            Err(existing) => Ok(existing.current.as_deref() == Some(fingerprint.as_bytes())),
-        }
+        self.write(|writes| match self.meta.get(b"key_fingerprint")? {
+            Some(existing) => Ok(existing.as_ref() == fingerprint.as_bytes()),
+            None => {
+                writes.insert(TreeId::Meta, b"key_fingerprint", fingerprint.as_bytes())?;
+                Ok(true)
+            }
+        })
     }
 
     /// Returns whether the store serves reads; `/readyz` uses it.
@@ -497,25 +747,95 @@ impl Store {
     }
 }
 
-fn spawn_flusher(db: sled::Db) -> mpsc::Sender<FlushReply> {
-    let (sender, receiver) = mpsc::channel::<FlushReply>();
+/// Reads every value of `tree`; returns their number and total size.
+fn scan_bytes(tree: &sled::Tree) -> Result<(u64, u64), StoreError> {
+    let mut count = 0;
+    let mut bytes = 0;
+    for entry in tree.iter() {
+        let (_, value) = entry?;
+        count += 1;
+        bytes += value.len() as u64;
+    }
+    Ok((count, bytes))
+}
+
+/// Applies the journal records an earlier run left to `trees` (in
+/// [`TreeId`] order), in order. Each record holds whole values, so records
+/// that sled already has change nothing.
+fn replay(trees: &[sled::Tree; 8], bytes: &[u8]) -> Result<(), StoreError> {
+    let (payloads, left_over) = journal::records(bytes);
+    for payload in &payloads {
+        for op in journal::parse_ops(payload).expect("records() checked every payload") {
+            match op {
+                Op::Insert { tree, key, value } => {
+                    trees[tree as usize].insert(key, value)?;
+                }
+                Op::Remove { tree, key } => {
+                    trees[tree as usize].remove(key)?;
+                }
+            }
+        }
+    }
+    tracing::info!(
+        records = payloads.len(),
+        unacknowledged_bytes = left_over,
+        "replayed the store journal of the previous run"
+    );
+    Ok(())
+}
+
+/// Starts the thread that makes writes durable: it takes every waiting flush
+/// request, writes the journal once with one `fdatasync`, and answers them
+/// all. It also runs the checkpoints that empty the journal into sled.
+fn spawn_flusher(db: sled::Db, shared: Arc<Shared>, requests: mpsc::Receiver<FlushReply>) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("store-flusher".into())
         .spawn(move || {
-            while let Ok(first) = receiver.recv() {
-                let mut waiting = vec![first];
-                while let Ok(next) = receiver.try_recv() {
-                    waiting.push(next);
-                }
-                let result = db.flush().map(|_| ()).map_err(|error| error.to_string());
-                if let Err(error) = &result {
-                    tracing::error!(%error, waiting = waiting.len(), "store flush failed");
-                }
-                for reply in waiting {
-                    let _ = reply.send(result.clone());
+            let mut last_checkpoint = Instant::now();
+            loop {
+                let wait = CHECKPOINT_INTERVAL.saturating_sub(last_checkpoint.elapsed());
+                let journal_size = match requests.recv_timeout(wait) {
+                    Ok(first) => {
+                        let mut waiting = vec![first];
+                        waiting.extend(requests.try_iter());
+                        let result = shared.journal.sync().map_err(|error| error.to_string());
+                        if let Err(error) = &result {
+                            tracing::error!(%error, waiting = waiting.len(), "store journal sync failed");
+                        }
+                        for reply in waiting {
+                            let _ = reply.send(result.as_ref().map(|_| ()).map_err(String::clone));
+                        }
+                        result.unwrap_or(0)
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => 0,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        // Every handle of the store is gone: leave sled complete
+                        // and the journal empty.
+                        if let Err(error) = checkpoint(&db, &shared) {
+                            tracing::error!(%error, "store checkpoint at close failed");
+                        }
+                        return;
+                    }
+                };
+                if journal_size >= CHECKPOINT_BYTES || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+                    if let Err(error) = checkpoint(&db, &shared) {
+                        tracing::error!(%error, "store checkpoint failed; the journal keeps every write");
+                    }
+                    last_checkpoint = Instant::now();
                 }
             }
         })
-        .expect("the flusher thread starts");
-    sender
+        .expect("the flusher thread starts")
+}
+
+/// Flushes sled and empties the journal, holding the write lock so that no
+/// write lands between the two.
+fn checkpoint(db: &sled::Db, shared: &Shared) -> Result<(), StoreError> {
+    let _guard = shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+    if !shared.journal.has_records()? {
+        return Ok(());
+    }
+    db.flush()?;
+    shared.journal.truncate()?;
+    Ok(())
 }

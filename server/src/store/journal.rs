@@ -1,0 +1,283 @@
+//! The write-ahead journal that makes sled writes durable with one
+//! `fdatasync` per group of requests.
+//!
+//! sled 0.34 seals and syncs its log buffer for every multi-tree transaction,
+//! which costs several synchronous disk writes per webhook. The store
+//! therefore applies each change to sled without a transaction, under one
+//! write lock, and appends the same change to this journal. A request is
+//! acknowledged once the journal is synced past its change. A checkpoint
+//! flushes sled and empties the journal; opening the store replays whatever
+//! the journal still holds, so every acknowledged change survives `kill -9`.
+//!
+//! Each journal record is one store write, all or nothing:
+//! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`, where the
+//! payload is a sequence of operations
+//! `[tree: u8][kind: u8][key length: u32 LE][key][value length: u32 LE][value]`.
+//! Values are whole records, never deltas, so replaying a record twice
+//! leaves the same state. Replay stops at the first torn or damaged record:
+//! a torn tail is a write that was never acknowledged.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+/// Which sled tree an operation belongs to. The numbers are part of the
+/// journal format and never change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TreeId {
+    Chats = 0,
+    Invitations = 1,
+    WebhookIds = 2,
+    Queue = 3,
+    Dead = 4,
+    Meta = 5,
+    Totals = 6,
+    Facts = 7,
+}
+
+impl TreeId {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0 => Self::Chats,
+            1 => Self::Invitations,
+            2 => Self::WebhookIds,
+            3 => Self::Queue,
+            4 => Self::Dead,
+            5 => Self::Meta,
+            6 => Self::Totals,
+            7 => Self::Facts,
+            _ => return None,
+        })
+    }
+}
+
+const REMOVE: u8 = 0;
+const INSERT: u8 = 1;
+const HEADER: usize = 8;
+
+/// One decoded operation of a journal record.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Op<'a> {
+    Insert {
+        tree: TreeId,
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Remove {
+        tree: TreeId,
+        key: &'a [u8],
+    },
+}
+
+/// Appends the encoding of one operation to a record payload.
+pub(super) fn push_op(payload: &mut Vec<u8>, tree: TreeId, key: &[u8], value: Option<&[u8]>) {
+    payload.push(tree as u8);
+    payload.push(if value.is_some() { INSERT } else { REMOVE });
+    payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    payload.extend_from_slice(key);
+    if let Some(value) = value {
+        payload.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        payload.extend_from_slice(value);
+    }
+}
+
+/// Decodes a record payload; `None` if it does not parse completely.
+pub(super) fn parse_ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
+    fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if input.len() < n {
+            return None;
+        }
+        let (head, rest) = input.split_at(n);
+        *input = rest;
+        Some(head)
+    }
+    fn take_len(input: &mut &[u8]) -> Option<usize> {
+        let bytes = take(input, 4)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?) as usize)
+    }
+    let mut ops = Vec::new();
+    while !payload.is_empty() {
+        let head = take(&mut payload, 2)?;
+        let tree = TreeId::from_byte(head[0])?;
+        let key_len = take_len(&mut payload)?;
+        let key = take(&mut payload, key_len)?;
+        match head[1] {
+            INSERT => {
+                let value_len = take_len(&mut payload)?;
+                let value = take(&mut payload, value_len)?;
+                ops.push(Op::Insert { tree, key, value });
+            }
+            REMOVE => ops.push(Op::Remove { tree, key }),
+            _ => return None,
+        }
+    }
+    Some(ops)
+}
+
+/// Splits journal bytes into record payloads, stopping at the first torn or
+/// damaged record. Returns the payloads and the number of bytes left over.
+pub(super) fn records(mut bytes: &[u8]) -> (Vec<&[u8]>, usize) {
+    let mut payloads = Vec::new();
+    while bytes.len() >= HEADER {
+        let length = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+        let checksum = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(HEADER..HEADER + length) else {
+            break;
+        };
+        if crc32fast::hash(payload) != checksum || parse_ops(payload).is_none() {
+            break;
+        }
+        payloads.push(payload);
+        bytes = &bytes[HEADER + length..];
+    }
+    (payloads, bytes.len())
+}
+
+/// The journal file and the records not yet written to it.
+pub(super) struct Journal {
+    file: Mutex<File>,
+    pending: Mutex<Vec<u8>>,
+}
+
+impl Journal {
+    /// Reads what an earlier run left in the journal at `path`.
+    pub(super) fn read_leftover(path: &Path) -> io::Result<Vec<u8>> {
+        match File::open(path) {
+            Ok(mut file) => {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Opens the journal at `path`, emptied: call only after the leftover
+    /// records were replayed into sled and sled was flushed.
+    pub(super) fn open_empty(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
+        file.sync_all()?;
+        if let Some(dir) = path.parent() {
+            // The journal's directory entry must be durable too.
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(Self {
+            file: Mutex::new(file),
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Queues one record. The caller holds the store's write lock, so records
+    /// reach the file in the order their changes reached sled.
+    pub(super) fn append(&self, payload: &[u8]) {
+        if payload.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        pending.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        pending.extend_from_slice(payload);
+    }
+
+    /// Writes every queued record and syncs the file. Returns the journal's
+    /// size afterwards.
+    pub(super) fn sync(&self) -> io::Result<u64> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if !bytes.is_empty() {
+            file.write_all(&bytes)?;
+            file.sync_data()?;
+        }
+        file.metadata().map(|metadata| metadata.len())
+    }
+
+    /// Empties the journal. Call only while holding the store's write lock,
+    /// after sled was flushed, so nothing in the journal is needed any more.
+    pub(super) fn truncate(&self) -> io::Result<()> {
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        file.set_len(0)?;
+        file.sync_all()
+    }
+
+    /// Whether the journal holds records, written or still queued.
+    pub(super) fn has_records(&self) -> io::Result<bool> {
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let queued = !self.pending.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+        Ok(queued || file.metadata()?.len() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn operations_round_trip() {
+        let mut payload = Vec::new();
+        push_op(&mut payload, TreeId::Chats, b"chat", Some(b"{}"));
+        push_op(&mut payload, TreeId::Queue, b"due", None);
+        push_op(&mut payload, TreeId::Facts, b"", Some(b""));
+        let ops = parse_ops(&payload).expect("parses");
+        assert_eq!(
+            ops,
+            vec![
+                Op::Insert {
+                    tree: TreeId::Chats,
+                    key: b"chat",
+                    value: b"{}"
+                },
+                Op::Remove {
+                    tree: TreeId::Queue,
+                    key: b"due"
+                },
+                Op::Insert {
+                    tree: TreeId::Facts,
+                    key: b"",
+                    value: b""
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn replay_stops_at_a_torn_or_damaged_record() {
+        let mut first = Vec::new();
+        push_op(&mut first, TreeId::Meta, b"a", Some(b"1"));
+        let mut second = Vec::new();
+        push_op(&mut second, TreeId::Meta, b"b", Some(b"2"));
+        let mut bytes = record(&first);
+        bytes.extend(record(&second));
+
+        let (payloads, left) = records(&bytes);
+        assert_eq!((payloads.len(), left), (2, 0));
+
+        for cut in 1..record(&second).len() {
+            let torn = &bytes[..bytes.len() - cut];
+            let (payloads, left) = records(torn);
+            assert_eq!(payloads, vec![&first[..]], "cut {cut}");
+            assert_eq!(left, record(&second).len() - cut);
+        }
+
+        let mut damaged = bytes.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x40;
+        assert_eq!(records(&damaged).0.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_tree_or_kind_is_damage() {
+        assert!(parse_ops(&[9, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(parse_ops(&[0, 7, 0, 0, 0, 0]).is_none());
+        assert!(parse_ops(&[0, REMOVE, 5, 0, 0, 0, b'x']).is_none());
+    }
+}

@@ -1,0 +1,156 @@
+//! The retention purge deletes old answers and comments while every report
+//! figure over the purged period stays the same.
+
+use std::path::Path;
+
+use alliance::bench::fill::write_chat;
+use alliance::report::{self, Report, ReportFilter, ReportOptions};
+use alliance::retention::purge;
+use alliance::startup::now_millis;
+use alliance::store::Store;
+use alliance::token::{PseudonymKey, ServerKey};
+
+const DAY: i64 = 24 * 3_600_000;
+const OLD_CHATS: usize = 6_000;
+const NEW_CHATS: usize = 500;
+const CACHE: u64 = 16 << 20;
+
+fn reports(store: &Store, now: i64) -> [Report; 3] {
+    let options = ReportOptions {
+        min_cell_size: 10,
+        bootstrap: true,
+    };
+    let whole_weeks = ReportFilter::parse(Some("2022-01-03"), Some("2022-06-26"), None, None, None).expect("valid");
+    let one_organization =
+        ReportFilter::parse(None, None, Some("GGD Regio Utrecht".into()), None, None).expect("valid");
+    [ReportFilter::default(), whole_weeks, one_organization]
+        .map(|filter| report::build_with(store, &filter, now, &options).expect("report builds"))
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, CACHE).expect("store opens")
+}
+
+fn pseudonym_key() -> PseudonymKey {
+    ServerKey::from_bytes(vec![7; 32]).expect("32 bytes").pseudonym_key()
+}
+
+#[test]
+fn purge_removes_old_answers_and_keeps_every_report_figure() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open(dir.path());
+    let key = pseudonym_key();
+    let now = now_millis();
+    for number in 0..OLD_CHATS {
+        write_chat(&store, &key, number, now - 800 * DAY).expect("old chat written");
+    }
+    for number in OLD_CHATS..OLD_CHATS + NEW_CHATS {
+        write_chat(&store, &key, number, now - DAY).expect("new chat written");
+    }
+    store.flush_blocking().expect("flushed");
+
+    let old_keys: Vec<String> = (0..OLD_CHATS)
+        .map(|n| key.pseudonym("chat", &format!("fill-{n}")))
+        .collect();
+    let old_invitations: Vec<_> = old_keys
+        .iter()
+        .map(|chat_key| {
+            let chat = store.chat(chat_key).expect("readable").expect("old chat stored");
+            (chat.parent_invitation, chat.professional_invitation)
+        })
+        .collect();
+    let before = reports(&store, now);
+    assert!(
+        before[0].pairs >= 80,
+        "the fill makes enough pairs to compare: {}",
+        before[0].pairs
+    );
+    assert!(before[1].pairs >= 10 && before[2].pairs >= 10);
+
+    let dry = purge(&store, now, 730, true, |_| {}).expect("dry run");
+    assert_eq!(dry.chats, OLD_CHATS as u64);
+    assert!(
+        dry.answers > 0 && dry.comments > 0,
+        "the old chats hold answers and comments: {dry:?}"
+    );
+    assert!(
+        store.chat(&old_keys[0]).expect("readable").is_some(),
+        "a dry run deletes nothing"
+    );
+    assert_eq!(reports(&store, now), before);
+
+    let done = purge(&store, now, 730, false, |_| {}).expect("purge");
+    assert_eq!(
+        (done.chats, done.invitations, done.answers, done.comments),
+        (dry.chats, dry.invitations, dry.answers, dry.comments)
+    );
+    store.flush_blocking().expect("flushed");
+
+    for (chat_key, (parent, professional)) in old_keys.iter().zip(&old_invitations) {
+        assert!(
+            store.chat(chat_key).expect("readable").is_none(),
+            "purged chat still stored"
+        );
+        assert!(
+            store.invitation(parent).expect("readable").is_none(),
+            "parent answers still stored"
+        );
+        assert!(
+            store.invitation(professional).expect("readable").is_none(),
+            "nurse answers still stored"
+        );
+    }
+    let recent = key.pseudonym("chat", &format!("fill-{OLD_CHATS}"));
+    assert!(
+        store.chat(&recent).expect("readable").is_some(),
+        "a recent chat was purged"
+    );
+    assert_eq!(store.chat_count(), NEW_CHATS);
+
+    assert_eq!(reports(&store, now), before, "the report changed after the purge");
+
+    // A second purge finds nothing, and the totals survive a restart.
+    assert_eq!(purge(&store, now, 730, false, |_| {}).expect("purge").chats, 0);
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(
+        reports(&reopened, now),
+        before,
+        "the report changed after reopening the store"
+    );
+}
+
+#[test]
+fn a_purged_week_counts_only_when_the_filter_covers_all_of_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open(dir.path());
+    let key = pseudonym_key();
+    let now = now_millis();
+    // Chats 0..730 end on consecutive days from Saturday 2022-01-01.
+    for number in 0..730 {
+        write_chat(&store, &key, number, now - 800 * DAY).expect("chat written");
+    }
+    let options = ReportOptions {
+        min_cell_size: 0,
+        bootstrap: false,
+    };
+    // Monday 2022-01-03 to Sunday 2022-01-09 is one whole ISO week; Wednesday to Sunday is not.
+    let week = ReportFilter::parse(Some("2022-01-03"), Some("2022-01-09"), None, None, None).expect("valid");
+    let part = ReportFilter::parse(Some("2022-01-05"), Some("2022-01-09"), None, None, None).expect("valid");
+    let before_week = report::build_with(&store, &week, now, &options).expect("report");
+    assert_eq!(before_week.chats, 7);
+    assert_eq!(
+        report::build_with(&store, &part, now, &options).expect("report").chats,
+        5
+    );
+
+    purge(&store, now, 730, false, |_| {}).expect("purge");
+    assert_eq!(
+        report::build_with(&store, &week, now, &options).expect("report"),
+        before_week
+    );
+    assert_eq!(
+        report::build_with(&store, &part, now, &options).expect("report").chats,
+        0
+    );
+}
