@@ -128,7 +128,7 @@ export async function startService({ platformUrl, env = {} }) {
     throw new Error(`the alliance binary is missing at ${BINARY}; run \`cargo build --release -p alliance\` or set ALLIANCE_BIN`);
   }
 
-  const childEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('ALLIANCE_')));
+  const childEnv = environmentWithoutSettings();
   Object.assign(childEnv, {
     ALLIANCE_LISTEN: `127.0.0.1:${port}`,
     ALLIANCE_DATA_DIR: dataDir,
@@ -176,6 +176,61 @@ export async function startService({ platformUrl, env = {} }) {
         clearTimeout(timer);
       }
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Returns this process's environment without ALLIANCE_* settings, so a test sets every one. */
+function environmentWithoutSettings() {
+  return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('ALLIANCE_')));
+}
+
+// The line `alliance demo` prints once the replay is done and the dashboard is served.
+const DEMO_LOGIN_LINK = /one-time login link[^:]*: (http:\/\/127\.0\.0\.1:\d+\/report\/login\/[0-9a-f]+)/;
+
+/**
+ * Starts `alliance demo`: the 2022 study replayed through a fresh service and a simulated
+ * platform on 127.0.0.1. Resolves once the demo prints its one-time dashboard login link; the
+ * service then keeps serving until `stop()`, which sends SIGINT as Ctrl-C does and returns the
+ * exit code. `env` adds or overrides ALLIANCE_* settings of the demo's service.
+ */
+export async function startDemo({ env = {}, timeoutMs = 300000 } = {}) {
+  if (!existsSync(BINARY)) {
+    throw new Error(`the alliance binary is missing at ${BINARY}; run \`cargo build --release -p alliance\` or set ALLIANCE_BIN`);
+  }
+  const childEnv = { ...environmentWithoutSettings(), RUST_LOG: 'warn', ...env };
+  const child = spawn(BINARY, ['demo'], { env: childEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', chunk => {
+    stderr += chunk;
+  });
+  const exited = new Promise(resolve => child.once('exit', (code, signal) => resolve(code ?? signal)));
+
+  let loginLink;
+  try {
+    loginLink = await Promise.race([
+      waitFor(() => stderr.match(DEMO_LOGIN_LINK)?.[1], 'alliance demo to print its dashboard login link', timeoutMs),
+      exited.then(code => {
+        throw new Error(`alliance demo exited with ${code} before it served the dashboard:\n${stderr}`);
+      }),
+    ]);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+
+  return {
+    url: new URL(loginLink).origin,
+    loginLink,
+    stderr: () => stderr,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGINT');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+        await exited;
+        clearTimeout(timer);
+      }
+      return exited;
     },
   };
 }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::breakdown::Cell;
 use super::{Funnel, RatingCounts, Report, TableAgreement};
-use crate::questionnaire::{Instrument, Lang, Role};
+use crate::questionnaire::{Instrument, Lang, Rating, Role};
 
 /// Every text on the page in one language.
 struct Words {
@@ -29,8 +29,6 @@ struct Words {
     suppressed_report: &'static str,
     summary: &'static str,
     chats: &'static str,
-    parent: &'static str,
-    professional: &'static str,
     parents: &'static str,
     professionals: &'static str,
     pairs: &'static str,
@@ -62,6 +60,10 @@ struct Words {
     odds_explained: &'static str,
     no_pairs: &'static str,
     interval: &'static str,
+    item: &'static str,
+    of: &'static str,
+    pairs_unit: &'static str,
+    agree: &'static str,
 }
 
 const NL: Words = Words {
@@ -83,8 +85,6 @@ const NL: Words = Words {
     suppressed_report: "Deze selectie heeft te weinig gekoppelde paren. Om ouders en jeugdverpleegkundigen te beschermen tonen we geen antwoorden en geen overeenstemming.",
     summary: "Samenvatting",
     chats: "Chats",
-    parent: "Ouder",
-    professional: "Jeugdverpleegkundige",
     parents: "Ouders",
     professionals: "Jeugdverpleegkundigen",
     pairs: "Paren (beide ingevuld)",
@@ -132,6 +132,10 @@ const NL: Words = Words {
     odds_explained: "De odds ratio zegt hoeveel vaker de jeugdverpleegkundige invult als de ouder dat deed dan als de ouder dat niet deed. 1 betekent: geen verband.",
     no_pairs: "Geen paren in deze selectie.",
     interval: "95%-interval",
+    item: "Vraag",
+    of: "van",
+    pairs_unit: "paren",
+    agree: "eens",
 };
 
 const EN: Words = Words {
@@ -153,8 +157,6 @@ const EN: Words = Words {
     suppressed_report: "This selection has too few matched pairs. To protect parents and nurses, no answers and no agreement are shown.",
     summary: "Summary",
     chats: "Chats",
-    parent: "Parent",
-    professional: "Nurse",
     parents: "Parents",
     professionals: "Nurses",
     pairs: "Pairs (both complete)",
@@ -202,6 +204,10 @@ const EN: Words = Words {
     odds_explained: "The odds ratio says how much more often the nurse completes when the parent did than when the parent did not. 1 means no relation.",
     no_pairs: "No pairs in this selection.",
     interval: "95% interval",
+    item: "Item",
+    of: "of",
+    pairs_unit: "pairs",
+    agree: "agree",
 };
 
 /// Escapes text for HTML content and attribute values.
@@ -249,6 +255,42 @@ fn decimal(value: Option<f64>) -> String {
 fn interval(ci: Option<[f64; 2]>, digits: usize) -> String {
     ci.map(|[lo, hi]| format!(" ({lo:.digits$}–{hi:.digits$})"))
         .unwrap_or_default()
+}
+
+/// Formats the attribute ` data-percent="61.93"` with the report's exact
+/// value, or returns nothing when there is no percentage.
+fn data_percent(value: Option<f64>) -> String {
+    value.map(|v| format!(" data-percent=\"{v}\"")).unwrap_or_default()
+}
+
+/// Returns the role's name in lower case, as it reads inside a sentence.
+fn role_word(words: &Words, role: Role) -> &'static str {
+    match role {
+        Role::Parent => words.rows_parent,
+        Role::Professional => words.columns_professional,
+    }
+}
+
+fn counts_text(words: &Words, counts: &RatingCounts) -> String {
+    format!(
+        "{} {}, {} {}, {} {}",
+        words.ratings[0], counts.insufficient, words.ratings[1], counts.sufficient, words.ratings[2], counts.good
+    )
+}
+
+fn capitalized(word: &str) -> String {
+    let mut characters = word.chars();
+    match characters.next() {
+        Some(first) => first.to_uppercase().chain(characters).collect(),
+        None => String::new(),
+    }
+}
+
+/// Writes a chart's text alternative: the SVG has `role="img"`, so screen
+/// readers skip its shapes and read this description instead. `sentences`
+/// must be escaped already.
+fn description(page: &mut String, id: &str, sentences: &[String]) {
+    let _ = write!(page, "<desc id=\"{id}\">{}.</desc>", sentences.join(". "));
 }
 
 /// Renders the whole dashboard page.
@@ -309,7 +351,7 @@ fn header(page: &mut String, report: &Report, context: &PageContext<'_>, words: 
     };
     let _ = writeln!(
         page,
-        "<header>\n<h1>{}</h1>\n<p class=\"meta\">{} {} · <a href=\"/report?{}\" lang=\"{}\">{}</a></p>",
+        "<header>\n<h1>{}</h1>\n<p class=\"meta\">{} {}<span class=\"language\"> · <a href=\"/report?{}\" lang=\"{}\">{}</a></span></p>",
         words.title,
         words.generated,
         escape(&report.generated_at),
@@ -376,29 +418,51 @@ fn summary(page: &mut String, report: &Report, words: &Words) {
             interval(rate.ci95, 1)
         )
     };
+    // The data attributes carry the exact counts and percentages for
+    // scripts and tests, and the text shows them rounded.
+    let figure = |name: &str, rate: &super::Rate| {
+        format!(
+            "data-figure=\"{name}\" data-count=\"{}\" data-of=\"{}\"{}",
+            rate.count,
+            rate.of,
+            data_percent(rate.percent)
+        )
+    };
     let _ = writeln!(
         page,
         "<section id=\"summary\">\n<h2>{}</h2>\n<dl class=\"figures\">\n\
-         <div><dt>{}</dt><dd>{}</dd></div>\n\
-         <div><dt>{}</dt><dd>{} · {}</dd></div>\n\
-         <div><dt>{}</dt><dd>{} · {}</dd></div>\n\
-         <div><dt>{}</dt><dd>{} · {}</dd></div>\n\
-         <div><dt>{}</dt><dd>{}{}</dd></div>\n</dl>\n<p class=\"explain\">{}</p>\n</section>",
+         <div data-figure=\"chats\" data-count=\"{}\"><dt>{}</dt><dd>{}</dd></div>\n\
+         <div {}><dt>{}</dt><dd>{} · {}</dd></div>\n\
+         <div {}><dt>{}</dt><dd>{} · {}</dd></div>\n\
+         <div {}><dt>{}</dt><dd>{} · {}</dd></div>\n\
+         <div data-figure=\"category-agreement\" data-count=\"{}\" data-of=\"{}\"{}><dt>{}</dt>\
+         <dd>{}{} · {} {} {} {}</dd></div>\n</dl>\n<p class=\"explain\">{}</p>\n</section>",
         words.summary,
+        report.chats,
         words.chats,
         report.chats,
+        figure("parent-complete", &report.rates.parent),
         words.parents,
         report.questionnaires.parent.complete,
         rate(&report.rates.parent),
+        figure("professional-complete", &report.rates.professional),
         words.professionals,
         report.questionnaires.professional.complete,
         rate(&report.rates.professional),
+        figure("pairs", &report.rates.pairs),
         words.pairs,
         report.pairs,
         percent_text(report.rates.pairs.percent),
+        category.agreeing,
+        category.pairs,
+        data_percent(category.percent),
         words.category_agreement,
         percent_text(category.percent),
         interval(category.ci95, 1),
+        category.agreeing,
+        words.of,
+        category.pairs,
+        words.pairs_unit,
         words.summary_explained
     );
 }
@@ -420,11 +484,19 @@ fn items_chart(page: &mut String, report: &Report, lang: Lang, words: &Words) {
     let height = 40.0 + row * report.items.len() as f64;
     let _ = writeln!(
         page,
-        "<svg class=\"chart\" viewBox=\"0 0 800 {height}\" role=\"img\" aria-labelledby=\"items-title\">\
-         <title id=\"items-title\">{}</title>",
+        "<svg class=\"chart items\" viewBox=\"0 0 800 {height}\" role=\"img\" aria-labelledby=\"items-title\" \
+         aria-describedby=\"items-desc\"><title id=\"items-title\">{}</title>",
         words.items_title
     );
     legend(page, words, label_width, 12.0);
+    // Drawn before the bars, so the bars cover it and it does not strike
+    // through the counts printed on them.
+    let _ = write!(
+        page,
+        "<line class=\"axis\" x1=\"{centre}\" y1=\"28\" x2=\"{centre}\" y2=\"{}\"/>",
+        height - 4.0
+    );
+    let mut sentences = Vec::new();
     for (index, item) in report.items.iter().enumerate() {
         let y = 34.0 + row * index as f64;
         let element = elements.get(index).map(|text| text.element).unwrap_or("");
@@ -436,18 +508,28 @@ fn items_chart(page: &mut String, report: &Report, lang: Lang, words: &Words) {
             item.number,
             escape(element)
         );
-        for (offset, counts, role_name) in [
-            (0.0, &item.parent, words.parent),
-            (bar + 2.0, &item.professional, words.professional),
+        for (offset, counts, role) in [
+            (0.0, &item.parent, Role::Parent),
+            (bar + 2.0, &item.professional, Role::Professional),
         ] {
-            diverging_bar(page, counts, y + offset, bar, centre, half, role_name);
+            let place = BarPlace {
+                y: y + offset,
+                height: bar,
+                centre,
+                half,
+            };
+            let label = format!(
+                "{} {} ({}), {}",
+                words.item,
+                item.number,
+                escape(element),
+                role_word(words, role)
+            );
+            sentences.push(diverging_bar(page, counts, &place, item.number, role, &label, words));
         }
     }
-    let _ = writeln!(
-        page,
-        "<line class=\"axis\" x1=\"{centre}\" y1=\"28\" x2=\"{centre}\" y2=\"{}\"/></svg>\n</section>",
-        height - 4.0
-    );
+    description(page, "items-desc", &sentences);
+    page.push_str("</svg>\n</section>\n");
 }
 
 fn counts_total(counts: &RatingCounts) -> u64 {
@@ -468,33 +550,46 @@ fn legend(page: &mut String, words: &Words, x: f64, y: f64) {
     }
 }
 
-fn diverging_bar(
-    page: &mut String,
-    counts: &RatingCounts,
+/// Position of one diverging bar in the items chart, in SVG units: its top,
+/// its height, the x of the centre line, and the width of the whole bar.
+struct BarPlace {
     y: f64,
     height: f64,
     centre: f64,
     half: f64,
-    role_name: &str,
-) {
+}
+
+/// Draws one role's rating counts for one item and returns the sentence that
+/// describes them, `label` followed by the count per rating.
+fn diverging_bar(
+    page: &mut String,
+    counts: &RatingCounts,
+    place: &BarPlace,
+    item: u8,
+    role: Role,
+    label: &str,
+    words: &Words,
+) -> String {
+    let sentence = format!("{label}: {}", counts_text(words, counts));
     let total = counts_total(counts);
     if total == 0 {
-        return;
+        return sentence;
     }
-    let scale = half / total as f64;
+    let scale = place.half / total as f64;
     let insufficient = counts.insufficient as f64 * scale;
     let sufficient = counts.sufficient as f64 * scale;
     let good = counts.good as f64 * scale;
-    let left = centre - sufficient / 2.0 - insufficient;
+    let left = place.centre - sufficient / 2.0 - insufficient;
     let segments = [
         (0, left, insufficient, counts.insufficient),
-        (1, centre - sufficient / 2.0, sufficient, counts.sufficient),
-        (2, centre + sufficient / 2.0, good, counts.good),
+        (1, place.centre - sufficient / 2.0, sufficient, counts.sufficient),
+        (2, place.centre + sufficient / 2.0, good, counts.good),
     ];
     let _ = write!(
         page,
-        "<g><title>{}: {} / {} / {}</title>",
-        escape(role_name),
+        "<g data-item=\"{item}\" data-role=\"{}\" data-insufficient=\"{}\" \
+         data-sufficient=\"{}\" data-good=\"{}\"><title>{sentence}</title>",
+        role.as_str(),
         counts.insufficient,
         counts.sufficient,
         counts.good
@@ -503,20 +598,24 @@ fn diverging_bar(
         if width <= 0.0 {
             continue;
         }
+        let rating = Rating::ALL[class].as_str();
         let _ = write!(
             page,
-            "<rect class=\"r{class}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{height}\"/>"
+            "<rect class=\"r{class}\" data-rating=\"{rating}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{width:.1}\" height=\"{}\"/>",
+            place.y, place.height
         );
         if width >= 22.0 {
             let _ = write!(
                 page,
-                "<text class=\"count c{class}\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{count}</text>",
+                "<text class=\"count c{class}\" data-rating=\"{rating}\" x=\"{:.1}\" y=\"{:.1}\" \
+                 text-anchor=\"middle\">{count}</text>",
                 x + width / 2.0,
-                y + height - 3.0
+                place.y + place.height - 3.0
             );
         }
     }
     page.push_str("</g>");
+    sentence
 }
 
 fn category_section(page: &mut String, report: &Report, words: &Words) {
@@ -577,8 +676,8 @@ fn heat_map(page: &mut String, table: &[[u64; 3]; 3], words: &Words, id: &str) {
     let (left, top, size) = (150.0, 50.0, 90.0);
     let _ = write!(
         page,
-        "<svg class=\"chart heat\" viewBox=\"0 0 460 360\" role=\"img\" aria-labelledby=\"{id}\">\
-         <title id=\"{id}\">{}</title>\
+        "<svg class=\"chart heat\" viewBox=\"0 0 460 360\" role=\"img\" aria-labelledby=\"{id}\" \
+         aria-describedby=\"{id}-desc\"><title id=\"{id}\">{}</title>\
          <text class=\"label\" x=\"{}\" y=\"18\" text-anchor=\"middle\">{}</text>\
          <text class=\"label\" x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text>",
         words.heatmap_title,
@@ -599,21 +698,36 @@ fn heat_map(page: &mut String, table: &[[u64; 3]; 3], words: &Words, id: &str) {
             top + size * (index as f64 + 0.5) + 4.0
         );
     }
+    let mut sentences = Vec::new();
     for (row, counts) in table.iter().enumerate() {
         for (column, count) in counts.iter().enumerate() {
             let level = if *count == 0 { 0 } else { 1 + (count * 4 / max).min(4) };
             let diagonal = if row == column { " diagonal" } else { "" };
+            let sentence = format!(
+                "{} {}, {} {}: {count} {}",
+                capitalized(words.rows_parent),
+                words.ratings[row],
+                words.columns_professional,
+                words.ratings[column],
+                words.pairs_unit
+            );
             let _ = write!(
                 page,
-                "<rect class=\"h{level}{diagonal}\" x=\"{}\" y=\"{}\" width=\"{size}\" height=\"{size}\"/>\
-                 <text class=\"cell t{level}\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{count}</text>",
+                "<g data-parent=\"{}\" data-professional=\"{}\" data-count=\"{count}\">\
+                 <title>{sentence}</title>\
+                 <rect class=\"h{level}{diagonal}\" x=\"{}\" y=\"{}\" width=\"{size}\" height=\"{size}\"/>\
+                 <text class=\"cell t{level}\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{count}</text></g>",
+                Rating::ALL[row].as_str(),
+                Rating::ALL[column].as_str(),
                 left + size * column as f64,
                 top + size * row as f64,
                 left + size * (column as f64 + 0.5),
                 top + size * (row as f64 + 0.5) + 6.0
             );
+            sentences.push(sentence);
         }
     }
+    description(page, &format!("{id}-desc"), &sentences);
     page.push_str("</svg>\n");
 }
 
@@ -623,16 +737,31 @@ fn funnel_section(page: &mut String, report: &Report, words: &Words) {
         "<section id=\"funnel\">\n<h2>{}</h2>\n<p class=\"explain\">{}</p>",
         words.funnel_title, words.funnel_explained
     );
-    for (funnel, role_name) in [
-        (&report.questionnaires.parent, words.parents),
-        (&report.questionnaires.professional, words.professionals),
+    for (funnel, role, role_name) in [
+        (&report.questionnaires.parent, Role::Parent, words.parents),
+        (
+            &report.questionnaires.professional,
+            Role::Professional,
+            words.professionals,
+        ),
     ] {
-        funnel_chart(page, funnel, role_name, words);
+        funnel_chart(page, funnel, role, role_name, words);
     }
     page.push_str("</section>\n");
 }
 
-fn funnel_chart(page: &mut String, funnel: &Funnel, role_name: &str, words: &Words) {
+/// Names of the funnel's stages in `data-stage`, in the order drawn.
+const STAGE_KEYS: [&str; 7] = [
+    "invited",
+    "opened",
+    "started",
+    "item_1",
+    "item_11",
+    "complete",
+    "submitted",
+];
+
+fn funnel_chart(page: &mut String, funnel: &Funnel, role: Role, role_name: &str, words: &Words) {
     let stages = [
         funnel.invited,
         funnel.opened,
@@ -646,13 +775,15 @@ fn funnel_chart(page: &mut String, funnel: &Funnel, role_name: &str, words: &Wor
     let height = 30.0 + (bar + gap) * stages.len() as f64;
     let _ = write!(
         page,
-        "<svg class=\"chart funnel\" viewBox=\"0 0 800 {height}\" role=\"img\" aria-label=\"{}\">\
-         <text class=\"heading\" x=\"0\" y=\"16\">{}</text>",
+        "<svg class=\"chart funnel\" viewBox=\"0 0 800 {height}\" data-role=\"{role}\" role=\"img\" \
+         aria-label=\"{}\" aria-describedby=\"funnel-{role}-desc\"><text class=\"heading\" x=\"0\" y=\"16\">{}</text>",
         escape(role_name),
-        escape(role_name)
+        escape(role_name),
+        role = role.as_str()
     );
     let invited = funnel.invited.max(1) as f64;
-    for (index, (count, stage)) in stages.iter().zip(words.stages).enumerate() {
+    let mut sentences = Vec::new();
+    for (index, ((count, stage), key)) in stages.iter().zip(words.stages).zip(STAGE_KEYS).enumerate() {
         let y = 26.0 + (bar + gap) * index as f64;
         let length = (*count as f64 / invited * width).max(if *count > 0 { 1.0 } else { 0.0 });
         let share = if funnel.invited > 0 {
@@ -660,17 +791,26 @@ fn funnel_chart(page: &mut String, funnel: &Funnel, role_name: &str, words: &Wor
         } else {
             "–".into()
         };
+        let sentence = format!(
+            "{}, {stage}: {count} {} {} ({share})",
+            escape(role_name),
+            words.of,
+            funnel.invited
+        );
         let _ = write!(
             page,
-            "<text class=\"label\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{stage}</text>\
+            "<g data-stage=\"{key}\" data-count=\"{count}\"><title>{sentence}</title>\
+             <text class=\"label\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{stage}</text>\
              <rect class=\"stage\" x=\"{label_width}\" y=\"{y}\" width=\"{length:.1}\" height=\"{bar}\"/>\
-             <text class=\"label\" x=\"{:.1}\" y=\"{}\">{count} ({share})</text>",
+             <text class=\"label\" x=\"{:.1}\" y=\"{}\">{count} ({share})</text></g>",
             label_width - 8.0,
             y + bar - 5.0,
             label_width + length + 6.0,
             y + bar - 5.0
         );
+        sentences.push(sentence);
     }
+    description(page, &format!("funnel-{}-desc", role.as_str()), &sentences);
     page.push_str("</svg>\n");
 }
 
@@ -695,7 +835,8 @@ fn trend_section(page: &mut String, report: &Report, words: &Words) {
         .max(1) as f64;
     let _ = write!(
         page,
-        "<svg class=\"chart trend\" viewBox=\"0 0 800 {}\" role=\"img\" aria-label=\"{}\">\
+        "<svg class=\"chart trend\" viewBox=\"0 0 800 {}\" role=\"img\" aria-label=\"{}\" \
+         aria-describedby=\"trend-desc\">\
          <line class=\"axis\" x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\
          <text class=\"label\" x=\"{}\" y=\"{}\" text-anchor=\"end\">100%</text>\
          <text class=\"label\" x=\"{}\" y=\"{}\" text-anchor=\"end\">0%</text>",
@@ -710,43 +851,68 @@ fn trend_section(page: &mut String, report: &Report, words: &Words) {
         top + plot_height
     );
     let mut points = Vec::new();
+    let mut sentences = Vec::new();
     for (index, cell) in weeks.iter().enumerate() {
         let x = left + step * index as f64;
-        let label = cell.value.as_deref().unwrap_or(words.not_given);
+        let centre = x + step / 2.0;
+        let label = escape(cell.value.as_deref().unwrap_or(words.not_given));
         let _ = write!(
             page,
-            "<text class=\"label small\" x=\"{:.1}\" y=\"{}\" text-anchor=\"end\" transform=\"rotate(-45 {:.1} {})\">{}</text>",
-            x + step / 2.0,
+            "<text class=\"label small\" x=\"{centre:.1}\" y=\"{}\" text-anchor=\"end\" transform=\"rotate(-45 {centre:.1} {})\">{label}</text>",
             top + plot_height + 14.0,
-            x + step / 2.0,
             top + plot_height + 14.0,
-            escape(label)
         );
-        let Some(figures) = &cell.figures else { continue };
-        let bar_height = figures.pairing.both as f64 / max_pairs * plot_height * 0.6;
+        // A suppressed week is marked, so that it does not read as a week without pairs.
+        let Some(figures) = &cell.figures else {
+            let sentence = format!("{label}: {}", words.suppressed_cell);
+            let _ = write!(
+                page,
+                "<g data-week=\"{label}\" data-suppressed=\"true\"><title>{sentence}</title>\
+                 <text class=\"label small muted\" x=\"{centre:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text></g>",
+                top + plot_height - 6.0,
+                words.suppressed_cell
+            );
+            sentences.push(sentence);
+            continue;
+        };
+        let pairs = figures.pairing.both;
+        let agreement = &figures.category;
+        let bar_height = pairs as f64 / max_pairs * plot_height * 0.6;
+        let mut sentence = format!("{label}: {pairs} {}", words.pairs_unit);
         let _ = write!(
             page,
-            "<rect class=\"week\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bar_height:.1}\"><title>{}: {}</title></rect>",
+            "<g data-week=\"{label}\" data-pairs=\"{pairs}\" data-agreeing=\"{}\"{}>\
+             <rect class=\"week\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bar_height:.1}\"><title>{sentence}</title></rect>",
+            agreement.agreeing,
+            data_percent(agreement.percent),
             x + step * 0.2,
             top + plot_height - bar_height,
             step * 0.6,
-            escape(label),
-            figures.pairing.both
         );
-        if let Some(percent) = figures.category.percent {
+        if let Some(percent) = agreement.percent {
             let y = top + plot_height - percent / 100.0 * plot_height;
-            points.push(format!("{:.1},{y:.1}", x + step / 2.0));
+            points.push(format!("{centre:.1},{y:.1}"));
+            sentence = format!(
+                "{label}: {} {} {} {} {} ({})",
+                agreement.agreeing,
+                words.of,
+                agreement.pairs,
+                words.pairs_unit,
+                words.agree,
+                percent_text(Some(percent))
+            );
             let _ = write!(
                 page,
-                "<circle class=\"point\" cx=\"{:.1}\" cy=\"{y:.1}\" r=\"4\"><title>{}: {percent:.1}%</title></circle>",
-                x + step / 2.0,
-                escape(label)
+                "<circle class=\"point\" cx=\"{centre:.1}\" cy=\"{y:.1}\" r=\"4\"><title>{sentence}</title></circle>"
             );
         }
+        page.push_str("</g>");
+        sentences.push(sentence);
     }
     if points.len() > 1 {
         let _ = write!(page, "<polyline class=\"line\" points=\"{}\"/>", points.join(" "));
     }
+    description(page, "trend-desc", &sentences);
     page.push_str("</svg>\n</section>\n");
 }
 
@@ -864,6 +1030,14 @@ mod tests {
         for count in ["20", "18", "65", "115"] {
             assert!(page.contains(&format!(">{count}</text>")), "{count} missing");
         }
+        assert!(
+            page.contains("<g data-parent=\"good\" data-professional=\"sufficient\" data-count=\"65\">"),
+            "cells carry their ratings and count"
+        );
+        assert!(
+            page.contains("Ouder goed, jeugdverpleegkundige voldoende: 65 paren."),
+            "the description gives each count"
+        );
         assert!(!page.contains("style="), "no inline style");
     }
 }
