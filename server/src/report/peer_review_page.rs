@@ -31,6 +31,7 @@ struct Words {
     suppressed_view: &'static str,
     suppressed_group: &'static str,
     pairs: &'static str,
+    pairs_heading: &'static str,
     disagreeing: &'static str,
     no_pairs: &'static str,
     no_disagreement: &'static str,
@@ -72,6 +73,7 @@ const NL: Words = Words {
     suppressed_view: "Deze selectie heeft te weinig paren. Om ouders en jeugdverpleegkundigen te beschermen tonen we hier niets.",
     suppressed_group: "Verborgen. Deze groep heeft te weinig paren, of hij is verborgen om een kleine groep te beschermen.",
     pairs: "paren",
+    pairs_heading: "Paren",
     disagreeing: "met een ander totaaloordeel",
     no_pairs: "Geen paren in deze selectie.",
     no_disagreement: "Geen chats met een ander totaaloordeel.",
@@ -113,6 +115,7 @@ const EN: Words = Words {
     suppressed_view: "This selection has too few pairs. To protect parents and nurses, nothing is shown here.",
     suppressed_group: "Hidden. This group has too few pairs, or it is hidden to protect a small group.",
     pairs: "pairs",
+    pairs_heading: "Pairs",
     disagreeing: "with a different overall category",
     no_pairs: "No pairs in this selection.",
     no_disagreement: "No chats with a different overall category.",
@@ -328,7 +331,7 @@ fn nurses_table(page: &mut String, nurses: &[NurseFigures], words: &Words) {
     let _ = write!(
         page,
         "<table class=\"breakdown nurses\"><caption>{}</caption><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-        words.nurses_title, words.nurse, words.pairs, words.same_category
+        words.nurses_title, words.nurse, words.pairs_heading, words.same_category
     );
     for nurse in nurses {
         let label = nurse.label.as_deref().unwrap_or(words.unknown_nurse);
