@@ -208,16 +208,23 @@ fn config_file(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// Starts `alliance --config FILE serve` with the test settings.
+/// Starts `alliance --config FILE serve` with the test settings. The log,
+/// audit lines included, goes to `service.log` next to the config file.
 fn start_service(config: &TestConfig, file: &Path) -> Service {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file.with_file_name("service.log"))
+        .unwrap();
     let mut command = Command::new(common::binary());
     command
         .arg("--config")
         .arg(file)
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::from(log));
     config.apply(&mut command);
+    command.env("RUST_LOG", "warn,alliance::audit=info");
     let service = Service {
         child: command.spawn().expect("alliance serve starts"),
         config: config.clone(),
@@ -652,6 +659,19 @@ fn peer_review_groups_suppresses_and_limits() {
     let login = client().get(service.url("/report/peer-review")).send().unwrap();
     assert_eq!(login.status(), 200);
     assert!(login.text().unwrap().contains("Beheertoken"));
+
+    // Every view served is audit-logged with the token's label.
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("peer-review view served"))
+        .collect();
+    assert!(audit.iter().any(|line| line.contains("quality team Noord")), "{log}");
+    assert!(audit.iter().any(|line| line.contains("admin=admin")), "{log}");
+    for chat in CHATS {
+        assert!(!log.contains(chat.id), "raw chat id {} in the log", chat.id);
+        assert!(!log.contains(&comment_for(chat)), "comment of {} in the log", chat.id);
+    }
 }
 
 #[test]

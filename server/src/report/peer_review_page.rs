@@ -249,7 +249,7 @@ fn header(page: &mut String, view: &PeerReview, context: &PageContext<'_>, words
         let _ = write!(page, "<option value=\"{0}\"{mark}>{0}</option>", escape(value));
     }
     page.push_str("</select></label>\n");
-    // Topic and age group have no list on this page; a chosen value is kept.
+    // Topic and age group have no list on this page, so a chosen value is kept as a hidden field.
     for (name, value) in [("topic", &filter.topic), ("child_age_group", &filter.child_age_group)] {
         if let Some(value) = value {
             let _ = writeln!(

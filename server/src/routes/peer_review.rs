@@ -13,7 +13,8 @@ use crate::report::ReportFilter;
 use crate::report::peer_review::{self, PeerReview, PeerReviewOptions};
 use crate::report::peer_review_page::{self, PageContext};
 use crate::routes::dashboard;
-use crate::startup::AppState;
+use crate::routes::questionnaire::time_text;
+use crate::startup::{AdminScope, AppState};
 
 #[derive(Deserialize)]
 pub struct PeerReviewQuery {
@@ -25,8 +26,24 @@ pub struct PeerReviewQuery {
     child_age_group: Option<String>,
 }
 
-/// Builds the view on the blocking pool, with the service's settings.
-async fn build_view(state: &AppState, filter: ReportFilter, lang: Lang) -> Result<PeerReview, ApiError> {
+/// Builds the view on the blocking pool, with the service's settings, and
+/// writes an audit line with the token's label, because the view shows
+/// answers per chat and, when configured, figures per nurse.
+async fn build_view(
+    state: &AppState,
+    filter: ReportFilter,
+    lang: Lang,
+    scope: &AdminScope,
+) -> Result<PeerReview, ApiError> {
+    tracing::info!(
+        target: "alliance::audit",
+        admin = %scope.label,
+        at = %time_text(state.now_millis()),
+        filter = %serde_json::to_string(&filter).unwrap_or_default(),
+        organizations = ?scope.organizations,
+        per_nurse_figures = state.settings.per_nurse_figures,
+        "peer-review view served"
+    );
     let store = state.store.clone();
     let now = state.now_millis();
     let options = PeerReviewOptions {
@@ -68,9 +85,9 @@ pub async fn view_json(
         query.child_age_group,
     )
     .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))?
-    .limited_to(scope.organizations);
+    .limited_to(scope.organizations.clone());
 
-    let view = build_view(&state, filter, lang).await?;
+    let view = build_view(&state, filter, lang, &scope).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(view))
@@ -106,7 +123,7 @@ pub async fn view_page(
     .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))?
     .limited_to(scope.organizations.clone());
 
-    let view = build_view(&state, filter.clone(), lang).await?;
+    let view = build_view(&state, filter.clone(), lang, &scope).await?;
 
     let mut organizations: Vec<String> = view.groups.iter().filter_map(|group| group.name.clone()).collect();
     if let Some(chosen) = &filter.organization {
