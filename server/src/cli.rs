@@ -165,6 +165,14 @@ async fn serve(config_file: Option<&Path>) -> Result<(), CliError> {
     if let Some(path) = development {
         tracing::warn!(path = %path.display(), "using development secrets for settings that are not configured; read them from this file");
     }
+    if settings.per_nurse_figures {
+        tracing::info!("per-nurse figures are on (ALLIANCE_PER_NURSE_FIGURES); they need the works council's consent");
+    }
+    if settings.nurse_feedback {
+        tracing::info!(
+            "nurse feedback is on (ALLIANCE_NURSE_FEEDBACK); a nurse sees the parent's answers after submitting her own"
+        );
+    }
     let data_dir = settings.data_dir.clone();
     let application = startup::build(settings)?;
     tracing::info!(address = %application.address, data_dir = %data_dir.display(), "service listening");

@@ -93,6 +93,12 @@ pub struct Settings {
     pub questionnaire_expiry: Duration,
     pub retention_days: u32,
     pub min_cell_size: u32,
+    /// Whether the peer-review view shows figures per nurse. Off by default,
+    /// because per-nurse figures need the works council's consent.
+    pub per_nurse_figures: bool,
+    /// Whether a nurse who submitted her answers sees the parent's answers
+    /// for the same chat. Off by default.
+    pub nurse_feedback: bool,
     /// Fewest messages each side must have sent for a chat to be invited;
     /// 0 invites every chat. Applies only when the platform sends message counts.
     pub min_messages_per_side: u64,
@@ -148,6 +154,8 @@ const KEYS: &[&str] = &[
     "questionnaire_expiry_hours",
     "retention_days",
     "min_cell_size",
+    "per_nurse_figures",
+    "nurse_feedback",
     "min_messages_per_side",
     "failed_signature_limit",
     "questionnaire_call_limit",
@@ -215,6 +223,7 @@ impl RawSettings {
             let text = match value {
                 toml::Value::String(text) => text,
                 toml::Value::Integer(number) => number.to_string(),
+                toml::Value::Boolean(flag) => flag.to_string(),
                 toml::Value::Array(items) => items
                     .into_iter()
                     .map(|item| match item {
@@ -228,7 +237,7 @@ impl RawSettings {
                     .join(","),
                 other => {
                     return Err(ConfigError(format!(
-                        "config file {}: {name} must be a string or a number, found {other}",
+                        "config file {}: {name} must be a string, a number or true/false, found {other}",
                         path.display()
                     )));
                 }
@@ -399,6 +408,8 @@ impl RawSettings {
             .unwrap_or(168.0);
         let retention_days = self.number::<u32>("retention_days", 1, 36_500)?.unwrap_or(730);
         let min_cell_size = self.number::<u32>("min_cell_size", 1, 1_000_000)?.unwrap_or(10);
+        let per_nurse_figures = self.flag("per_nurse_figures")?.unwrap_or(false);
+        let nurse_feedback = self.flag("nurse_feedback")?.unwrap_or(false);
         let failed_signature_limit = self
             .number::<u32>("failed_signature_limit", 1, 1_000_000)?
             .unwrap_or(120);
@@ -440,6 +451,8 @@ impl RawSettings {
             questionnaire_expiry: Duration::from_secs_f64(expiry_hours * 3600.0),
             retention_days,
             min_cell_size,
+            per_nurse_figures,
+            nurse_feedback,
             min_messages_per_side,
             failed_signature_limit,
             questionnaire_call_limit,
@@ -463,6 +476,18 @@ impl RawSettings {
             return Err(invalid(&name, "is empty; set a value or remove the setting"));
         }
         Ok(Some(Secret::new(value)))
+    }
+
+    /// Parses an on/off setting: `true` or `false`, also `1` or `0`.
+    fn flag(&self, key: &'static str) -> Result<Option<bool>, ConfigError> {
+        let Some((value, name)) = self.get(key) else {
+            return Ok(None);
+        };
+        match value {
+            "true" | "1" => Ok(Some(true)),
+            "false" | "0" => Ok(Some(false)),
+            _ => Err(invalid(&name, format_args!("= {value:?} must be true or false"))),
+        }
     }
 
     fn number<T: std::str::FromStr + PartialOrd + fmt::Display>(
@@ -754,6 +779,34 @@ mod tests {
         assert_eq!(settings.questionnaire_expiry, Duration::from_secs(168 * 3600));
         assert_eq!(settings.retention_days, 730);
         assert_eq!(settings.min_cell_size, 10);
+        assert!(!settings.per_nurse_figures);
+        assert!(!settings.nurse_feedback);
+    }
+
+    #[test]
+    fn flags_parse_true_and_false() {
+        let settings = raw(&[("per_nurse_figures", "true"), ("nurse_feedback", "1")])
+            .validate()
+            .unwrap();
+        assert!(settings.per_nurse_figures);
+        assert!(settings.nurse_feedback);
+        let settings = raw(&[("per_nurse_figures", "false"), ("nurse_feedback", "0")])
+            .validate()
+            .unwrap();
+        assert!(!settings.per_nurse_figures);
+        assert!(!settings.nurse_feedback);
+    }
+
+    #[test]
+    fn flag_in_config_file_may_be_a_toml_boolean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alliance.toml");
+        std::fs::write(&path, "nurse_feedback = true\nper_nurse_figures = false\n").unwrap();
+        let mut raw = RawSettings::default();
+        raw.read_file(&path).unwrap();
+        let settings = raw.validate().unwrap();
+        assert!(settings.nurse_feedback);
+        assert!(!settings.per_nurse_figures);
     }
 
     #[test]
@@ -773,6 +826,8 @@ mod tests {
             ("listen", "8080", "ALLIANCE_LISTEN"),
             ("secret_key", "c2hvcnQ=", "at least 32"),
             ("min_cell_size", "0", "ALLIANCE_MIN_CELL_SIZE"),
+            ("per_nurse_figures", "yes", "ALLIANCE_PER_NURSE_FIGURES"),
+            ("nurse_feedback", "on", "ALLIANCE_NURSE_FEEDBACK"),
             ("admin_token", "token ", "white space"),
         ];
         for (key, value, expected) in cases {

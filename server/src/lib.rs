@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod demo;
 pub mod error;
 pub mod intake;
+pub mod nurse_feedback;
 pub mod questionnaire;
 pub mod ratelimit;
 pub mod report;

@@ -38,6 +38,8 @@ const TEXT = {
     loadFailed: ['Laden lukt niet', 'De vragenlijst kan nu niet laden. Kijk of je internet hebt en probeer het opnieuw.'],
     broken: ['Er ging iets mis', 'De vragenlijst kan nu niet worden getoond. Probeer het later opnieuw.'],
     retry: 'Opnieuw proberen',
+    feedback: ['Jouw antwoorden en die van de ouder', 'Ouder', 'Jij'],
+    feedbackNone: 'Je ziet hier de antwoorden van de ouder als die er zijn. Voor deze chat zijn ze er nu niet.',
   },
   en: {
     loading: 'Loading the questionnaire…',
@@ -74,6 +76,8 @@ const TEXT = {
     loadFailed: ['Could not load', 'The questionnaire cannot load right now. Check your internet connection and try again.'],
     broken: ['Something went wrong', 'The questionnaire cannot be shown right now. Please try again later.'],
     retry: 'Try again',
+    feedback: ['Your answers and the parent\'s', 'Parent', 'You'],
+    feedbackNone: 'The parent\'s answers show here when they are available. For this chat they are not available now.',
   },
 };
 
@@ -254,7 +258,7 @@ class AllianceQuestionnaire extends HTMLElement {
     const valid = Array.isArray(body.items) && body.items.length && Array.isArray(body.scale) && body.scale.length;
     if (!valid) return this.showEnd('broken');
     const ends = { submitted: 'done', declined: 'declined', expired: 'expired' };
-    if (ends[body.status]) return this.showEnd(ends[body.status]);
+    if (ends[body.status]) return this.showEnd(ends[body.status], false, body);
 
     // Answers stored on this device were given after the server's copy, so they win.
     const numbers = body.items.map(item => String(item.number));
@@ -471,7 +475,12 @@ ${intro}
     const { status, body } = await this.request('POST', '/submit', comment ? { comment } : {});
     this.busy = false;
 
-    if (status === 200) return this.showEnd('sent', true);
+    if (status === 200) {
+      // With nurse feedback on, the parent's answers can be read once the nurse has sent hers.
+      const q = this.questionnaire;
+      const after = q.role === 'professional' && q.nurse_feedback ? (await this.request('GET', `?lang=${this.ui}`)).body : null;
+      return this.showEnd('sent', true, after);
+    }
     if (status === 422 && Array.isArray(body.missing) && body.missing.length) return this.showMissing(body.missing);
     if ([404, 409, 410].includes(status)) return this.showFailure(status);
     if (status === 0 || status === 429 || status >= 500) {
@@ -501,13 +510,16 @@ ${intro}
   }
 
   // Replaces the form with a final screen. `focus` moves focus to its heading, which
-  // happens only after a user action, so that loading the page does not jump.
-  showEnd(view, focus) {
+  // happens only after a user action, so that loading the page does not jump. `q` is a
+  // questionnaire read after sending; a nurse's one may carry the parent's answers.
+  showEnd(view, focus, q) {
     const t = this.text;
     const [title, message] = t[view];
     const parent = this.questionnaire && this.questionnaire.role !== 'professional';
     let extra = '';
+    const heading = this.headingTag();
     if (view === 'sent' && parent) extra += `<p>${t.sentParent}</p>`;
+    if (q && q.role === 'professional' && q.nurse_feedback && Array.isArray(q.items)) extra += this.feedback(q, heading);
     if (['sent', 'declined', 'done'].includes(view)) extra += `<p>${t.close}</p>`;
     if (view === 'loadFailed') extra += `<p><button type="button" class="primary" data-action="retry">${t.retry}</button></p>`;
     if (TERMINAL.includes(view)) {
@@ -518,9 +530,20 @@ ${intro}
     this.view = view;
     this.questionnaire = null;
     this.submitWaiting = false;
-    const heading = this.headingTag();
     this.shadowRoot.innerHTML = `<div class="aq" lang="${this.ui}"><${heading} class="title" tabindex="-1">${title}</${heading}><p>${message}</p>${extra}</div>`;
     if (focus) this.$('.title').focus();
+  }
+
+  // The parent's answers beside the nurse's own, per item; only the nurse's questionnaire has them.
+  feedback(q, heading) {
+    const [title, parent, you] = this.text.feedback;
+    const theirs = q.parent_answers;
+    if (!theirs) return `<p>${this.text.feedbackNone}</p>`;
+    const label = value => escape((q.scale.find(option => option.value === value) || {}).label || '–');
+    const mine = q.answers || {};
+    const sub = `h${Math.min(+heading.slice(1) + 1, 6)}`;
+    const rows = q.items.map(item => `<li><span class="item">${escape(item.number)}. ${escape(item.element || item.text)}</span>${parent}: ${label(theirs[item.number])}. ${you}: ${label(mine[item.number])}.</li>`).join('');
+    return `<${sub} class="stem">${title}</${sub}><ul>${rows}</ul>`;
   }
 }
 

@@ -25,6 +25,7 @@ struct Words {
     other_language: &'static str,
     other_language_code: &'static str,
     log_out: &'static str,
+    peer_review: &'static str,
     print: &'static str,
     suppressed_report: &'static str,
     summary: &'static str,
@@ -81,6 +82,7 @@ const NL: Words = Words {
     other_language: "English",
     other_language_code: "en",
     log_out: "Afmelden",
+    peer_review: "Intervisie: waar ouder en jeugdverpleegkundige verschillen",
     print: "Afdrukken of opslaan als PDF: gebruik het afdrukmenu van de browser.",
     suppressed_report: "Deze selectie heeft te weinig gekoppelde paren. Om ouders en jeugdverpleegkundigen te beschermen tonen we geen antwoorden en geen overeenstemming.",
     summary: "Samenvatting",
@@ -153,6 +155,7 @@ const EN: Words = Words {
     other_language: "Nederlands",
     other_language_code: "nl",
     log_out: "Log out",
+    peer_review: "Peer review: where parent and nurse differ",
     print: "To print or save as PDF, use the browser's print menu.",
     suppressed_report: "This selection has too few matched pairs. To protect parents and nurses, no answers and no agreement are shown.",
     summary: "Summary",
@@ -349,15 +352,23 @@ fn header(page: &mut String, report: &Report, context: &PageContext<'_>, words: 
     } else {
         format!("{}&lang={}", context.filter_query, words.other_language_code)
     };
+    let peer_review_query = if context.filter_query.is_empty() {
+        format!("lang={}", words.lang)
+    } else {
+        format!("{}&lang={}", context.filter_query, words.lang)
+    };
     let _ = writeln!(
         page,
-        "<header>\n<h1>{}</h1>\n<p class=\"meta\">{} {}<span class=\"language\"> · <a href=\"/report?{}\" lang=\"{}\">{}</a></span></p>",
+        "<header>\n<h1>{}</h1>\n<p class=\"meta\">{} {}<span class=\"language\"> · <a href=\"/report?{}\" lang=\"{}\">{}</a> · \
+         <a href=\"/report/peer-review?{}\">{}</a></span></p>",
         words.title,
         words.generated,
         escape(&report.generated_at),
         escape(&other_query),
         words.other_language_code,
-        words.other_language
+        words.other_language,
+        escape(&peer_review_query),
+        words.peer_review
     );
     let _ = writeln!(
         page,

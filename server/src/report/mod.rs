@@ -9,6 +9,9 @@ pub mod calendar;
 pub mod export;
 pub mod export_command;
 pub mod html;
+pub mod nurses;
+pub mod peer_review;
+pub mod peer_review_page;
 pub mod text;
 
 use std::collections::HashMap;

@@ -109,7 +109,7 @@ fn session_id(request: &HttpRequest) -> Option<String> {
     })
 }
 
-fn session(state: &AppState, request: &HttpRequest) -> Option<AdminScope> {
+pub(crate) fn session(state: &AppState, request: &HttpRequest) -> Option<AdminScope> {
     let id = session_id(request)?;
     let sessions = sessions().lock().expect("sessions lock");
     let grant = sessions.get(&id)?;
@@ -121,7 +121,7 @@ fn session(state: &AppState, request: &HttpRequest) -> Option<AdminScope> {
 
 /// Headers of every dashboard page: a strict policy without inline script or
 /// style, no framing, and no caching of report figures.
-fn page(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
+pub(crate) fn page(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((
             "Content-Security-Policy",
@@ -135,7 +135,7 @@ fn page(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
 }
 
 /// The stylesheet's URL with a short hash of its content, so a changed file is fetched again.
-fn stylesheet_url() -> String {
+pub(crate) fn stylesheet_url() -> String {
     static VERSION: OnceLock<String> = OnceLock::new();
     let version = VERSION.get_or_init(|| {
         use sha2::{Digest, Sha256};
@@ -144,7 +144,7 @@ fn stylesheet_url() -> String {
     format!("/report/dashboard.css?v={version}")
 }
 
-fn language(value: Option<&str>) -> Lang {
+pub(crate) fn language(value: Option<&str>) -> Lang {
     if value == Some("en") { Lang::En } else { Lang::Nl }
 }
 
@@ -158,12 +158,12 @@ pub struct DashboardQuery {
     child_age_group: Option<String>,
 }
 
-fn non_empty(value: Option<String>) -> Option<String> {
+pub(crate) fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|text| !text.trim().is_empty())
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     let mut out = String::new();
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

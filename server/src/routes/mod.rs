@@ -7,6 +7,7 @@ pub mod console;
 pub mod dashboard;
 pub mod health;
 pub mod pages;
+pub mod peer_review;
 pub mod questionnaire;
 pub mod webhooks;
 
@@ -36,11 +37,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(console::exchange_code)
         .service(admin::report)
         .service(admin::export)
+        .service(peer_review::view_json)
         .service(dashboard::dashboard)
         .service(dashboard::login)
         .service(dashboard::login_link)
         .service(dashboard::logout)
         .service(dashboard::stylesheet)
+        .service(peer_review::view_page)
         .service(admin::deliveries)
         .service(admin::retry_delivery)
         .service(health::healthz)

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::nurse_feedback;
 use crate::questionnaire::{ITEM_COUNT, Instrument, ItemNumber, Lang, Rating};
 use crate::routes::{parse_json_value, read_body};
 use crate::startup::AppState;
@@ -159,6 +160,8 @@ pub struct LangQuery {
 
 /// `GET /api/questionnaires/{token}`: the items in the role's wording, the
 /// answers so far and the status. The first call marks the invitation opened.
+/// With nurse feedback on, a submitted professional's questionnaire also
+/// carries `parent_answers` when the rules in [`crate::nurse_feedback`] allow it.
 #[get("/api/questionnaires/{token}")]
 pub async fn get_questionnaire(
     state: web::Data<AppState>,
@@ -168,6 +171,7 @@ pub async fn get_questionnaire(
     let id = invitation_id(&state, &token)?;
     let now = state.now_millis();
     let asked_lang = query.lang.as_deref().map(Lang::from_locale);
+    let feedback_enabled = state.settings.nurse_feedback;
 
     let (lang, record) = state
         .store
@@ -175,6 +179,7 @@ pub async fn get_questionnaire(
             if record.status(now) == ResponseStatus::Expired {
                 return Err(expired());
             }
+            nurse_feedback::record_notice(record, feedback_enabled, now);
             if record.response.opened_at.is_none() {
                 record.response.opened_at = Some(now);
             }
@@ -189,9 +194,14 @@ pub async fn get_questionnaire(
         .map_err(update_failed)?;
     state.store.flush().await?;
     let status = record.status(now);
+    let parent_ratings = if feedback_enabled {
+        nurse_feedback::parent_ratings_for_nurse(&state.store, &record, now)?
+    } else {
+        None
+    };
 
     let instrument = Instrument::get();
-    let body = json!({
+    let mut body = json!({
         "role": record.role,
         "locale": record.locale,
         "lang": lang.as_str(),
@@ -201,10 +211,19 @@ pub async fn get_questionnaire(
         "items": instrument.items(record.role, lang),
         "answers": answers_json(&record),
         "comment_max_chars": MAX_COMMENT_CHARS,
-        "nurse_feedback": false,
+        "nurse_feedback": nurse_feedback::flag_for(&record, feedback_enabled),
         "privacy_url": Value::Null,
         "expires_at": time_text(record.expires_at),
     });
+    if let Some(ratings) = parent_ratings {
+        let answers: serde_json::Map<String, Value> = ratings
+            .iter()
+            .enumerate()
+            .map(|(index, rating)| ((index + 1).to_string(), json!(rating.as_str())))
+            .collect();
+        body["parent_answers"] = Value::Object(answers);
+        tracing::info!(invitation = %id, "parent answers shown to the professional");
+    }
     Ok(no_store(HttpResponse::Ok().json(body)))
 }
 

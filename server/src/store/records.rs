@@ -73,6 +73,11 @@ pub struct Response {
     pub comment: Option<String>,
     /// Language of the wording the answers were given in.
     pub lang: Option<String>,
+    /// When a parent's questionnaire was first opened with the notice that
+    /// the nurse reads the answers. `None` when it was first opened without
+    /// that notice, and always for the professional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback_notice_at: Option<Millis>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
