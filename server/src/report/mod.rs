@@ -81,7 +81,7 @@ impl ReportFilter {
         self
     }
 
-    /// Whether the filter selects `chat`.
+    /// Returns whether the filter selects `chat`.
     pub fn matches(&self, chat: &ChatRecord) -> bool {
         self.matches_stratum(&Stratum {
             day: calendar::amsterdam_date(&chat.ended_at),
@@ -92,7 +92,7 @@ impl ReportFilter {
         })
     }
 
-    /// Whether the filter selects the chats of `stratum`.
+    /// Returns whether the filter selects the chats of `stratum`.
     pub fn matches_stratum(&self, stratum: &Stratum) -> bool {
         if let Some(allowed) = &self.allowed_organizations {
             if !stratum

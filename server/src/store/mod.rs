@@ -50,10 +50,10 @@ type FlushReply = oneshot::Sender<Result<(), String>>;
 
 /// The journal is emptied into sled at least this often while it has records.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
-/// ... and as soon as it holds this many bytes.
+/// The journal is also emptied as soon as it reaches this many bytes.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
-/// What the flusher thread and every writer share.
+/// State shared by the flusher thread and every writer.
 struct Shared {
     /// Held while a write changes sled and appends to the journal, so the
     /// journal's order is sled's order, and while a checkpoint runs.
@@ -116,7 +116,7 @@ pub struct NewChat<'a> {
     pub now: Millis,
 }
 
-/// What [`Store::purge_chat`] deleted besides the chat.
+/// Counts of the records [`Store::purge_chat`] deleted besides the chat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PurgedChat {
     pub invitations: u64,
