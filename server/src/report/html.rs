@@ -359,8 +359,8 @@ fn header(page: &mut String, report: &Report, context: &PageContext<'_>, words: 
     };
     let _ = writeln!(
         page,
-        "<header>\n<h1>{}</h1>\n<p class=\"meta\">{} {}<span class=\"language\"> · <a href=\"/report?{}\" lang=\"{}\">{}</a> · \
-         <a href=\"/report/peer-review?{}\">{}</a></span></p>",
+        "<header>\n<h1>{}</h1>\n<p class=\"meta\">{} {}<span class=\"language\"> · <a href=\"/report?{}\" lang=\"{}\">{}</a></span>\
+         <span class=\"pages\"> · <a href=\"/report/peer-review?{}\">{}</a></span></p>",
         words.title,
         words.generated,
         escape(&report.generated_at),
