@@ -229,6 +229,9 @@ impl Store {
             db,
         };
         store.ensure_facts()?;
+        if !leftover.is_empty() {
+            store.remove_unacknowledged_orphans()?;
+        }
         store.db.flush()?;
         let thread = spawn_flusher(store.db.clone(), Arc::clone(&store.shared), receiver);
         Ok(Self {
@@ -251,6 +254,42 @@ impl Store {
             TreeId::Totals => &self.totals,
             TreeId::Facts => &self.facts,
         }
+    }
+
+    /// Deletes what a write that was never acknowledged may have left after
+    /// a crash: sled can keep a prefix of such a write (queue entries or
+    /// facts without their chat) that the journal does not hold. Without
+    /// this, a queued invitation of a lost chat would reach the platform,
+    /// and the platform's retry would then create the chat again under new ids.
+    fn remove_unacknowledged_orphans(&self) -> Result<(), StoreError> {
+        let mut removed = 0u64;
+        for entry in self.queue.iter() {
+            let (key, value) = entry?;
+            let delivery: QueuedDelivery = decode(&key, &value)?;
+            let chat_exists = match self.invitation(&delivery.invitation_id)? {
+                Some(invitation) => self.chats.contains_key(invitation.chat.as_bytes())?,
+                None => false,
+            };
+            if !chat_exists {
+                self.queue.remove(&key)?;
+                self.invitations.remove(delivery.invitation_id.as_str())?;
+                removed += 1;
+            }
+        }
+        for entry in self.facts.iter() {
+            let (key, _) = entry?;
+            if !self.chats.contains_key(&key)? {
+                self.facts.remove(&key)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                "removed records of writes that were never acknowledged before a crash"
+            );
+        }
+        Ok(())
     }
 
     /// Writes report facts for every chat of a store made before they
