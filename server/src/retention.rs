@@ -18,7 +18,7 @@ use crate::store::{Store, StoreError, facts};
 
 const DAY_MILLIS: Millis = 24 * 3_600_000;
 
-/// What a purge deleted, or would delete in a dry run.
+/// The counts of a purge: what it deleted, or would delete in a dry run.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct PurgeSummary {
     pub dry_run: bool,
@@ -71,7 +71,7 @@ pub fn purge(
     Ok(summary)
 }
 
-/// What purging the chat `key` would delete.
+/// Counts what purging the chat `key` would delete.
 fn dry_run_counts(store: &Store, key: &str) -> Result<Option<crate::store::PurgedChat>, StoreError> {
     let Some(chat) = store.chat(key)? else {
         return Ok(None);
@@ -79,9 +79,7 @@ fn dry_run_counts(store: &Store, key: &str) -> Result<Option<crate::store::Purge
     let mut counts = crate::store::PurgedChat::default();
     for id in [&chat.parent_invitation, &chat.professional_invitation] {
         if let Some(invitation) = store.invitation(id)? {
-            counts.invitations += 1;
-            counts.answers += invitation.response.answered() as u64;
-            counts.comments += u64::from(invitation.response.comment.is_some());
+            counts.add(&invitation);
         }
     }
     Ok(Some(counts))

@@ -22,8 +22,8 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-/// Which sled tree an operation belongs to. The numbers are part of the
-/// journal format and never change.
+/// The sled tree an operation belongs to. The numbers are part of the
+/// journal format and must not change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TreeId {
     Chats = 0,
@@ -136,12 +136,18 @@ pub(super) fn records(mut bytes: &[u8]) -> (Vec<&[u8]>, usize) {
 
 /// The journal file and the records not yet written to it.
 pub(super) struct Journal {
-    file: Mutex<File>,
+    file: Mutex<JournalFile>,
     pending: Mutex<Vec<u8>>,
 }
 
+/// The open journal file, opened for appending, and its length.
+struct JournalFile {
+    file: File,
+    length: u64,
+}
+
 impl Journal {
-    /// Reads what an earlier run left in the journal at `path`.
+    /// Reads the records that an earlier run left in the journal at `path`.
     pub(super) fn read_leftover(path: &Path) -> io::Result<Vec<u8>> {
         match File::open(path) {
             Ok(mut file) => {
@@ -154,17 +160,20 @@ impl Journal {
         }
     }
 
-    /// Opens the journal at `path`, emptied: call only after the leftover
-    /// records were replayed into sled and sled was flushed.
+    /// Opens the journal at `path` and empties it. Call only after the
+    /// leftover records were replayed into sled and sled was flushed.
     pub(super) fn open_empty(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
+        // Appending keeps every write at the end of the file, also after
+        // `set_len(0)` empties it; a plain write would continue at the old offset.
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        file.set_len(0)?;
         file.sync_all()?;
         if let Some(dir) = path.parent() {
             // The journal's directory entry must be durable too.
             File::open(dir)?.sync_all()?;
         }
         Ok(Self {
-            file: Mutex::new(file),
+            file: Mutex::new(JournalFile { file, length: 0 }),
             pending: Mutex::new(Vec::new()),
         })
     }
@@ -182,31 +191,34 @@ impl Journal {
     }
 
     /// Writes every queued record and syncs the file. Returns the journal's
-    /// size afterwards.
+    /// length afterwards.
     pub(super) fn sync(&self) -> io::Result<u64> {
-        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut journal = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         let bytes = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         if !bytes.is_empty() {
-            file.write_all(&bytes)?;
-            file.sync_data()?;
+            journal.file.write_all(&bytes)?;
+            journal.file.sync_data()?;
+            journal.length += bytes.len() as u64;
         }
-        file.metadata().map(|metadata| metadata.len())
+        Ok(journal.length)
     }
 
     /// Empties the journal. Call only while holding the store's write lock,
     /// after sled was flushed, so nothing in the journal is needed any more.
     pub(super) fn truncate(&self) -> io::Result<()> {
-        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut journal = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        file.set_len(0)?;
-        file.sync_all()
+        journal.file.set_len(0)?;
+        journal.file.sync_all()?;
+        journal.length = 0;
+        Ok(())
     }
 
-    /// Whether the journal holds records, written or still queued.
-    pub(super) fn has_records(&self) -> io::Result<bool> {
-        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Returns whether the journal has records, written or still queued.
+    pub(super) fn has_records(&self) -> bool {
+        let journal = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         let queued = !self.pending.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
-        Ok(queued || file.metadata()?.len() > 0)
+        queued || journal.length > 0
     }
 }
 
@@ -275,7 +287,32 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_tree_or_kind_is_damage() {
+    fn journal_writes_from_start_after_truncate() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("journal");
+        let journal = Journal::open_empty(&path).expect("journal opens");
+        let mut payload = Vec::new();
+        push_op(&mut payload, TreeId::Meta, b"key", Some(b"value"));
+
+        journal.append(&payload);
+        let first = journal.sync().expect("synced");
+        assert_eq!(first, (HEADER + payload.len()) as u64);
+        journal.truncate().expect("emptied");
+        assert!(!journal.has_records());
+
+        journal.append(&payload);
+        assert_eq!(journal.sync().expect("synced"), first);
+        let bytes = Journal::read_leftover(&path).expect("readable");
+        assert_eq!(
+            bytes.len() as u64,
+            first,
+            "the journal must not keep a hole where the old records were"
+        );
+        assert_eq!(records(&bytes).0, vec![&payload[..]]);
+    }
+
+    #[test]
+    fn unknown_tree_or_kind_is_damage() {
         assert!(parse_ops(&[9, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         assert!(parse_ops(&[0, 7, 0, 0, 0, 0]).is_none());
         assert!(parse_ops(&[0, REMOVE, 5, 0, 0, 0, b'x']).is_none());

@@ -124,6 +124,15 @@ pub struct PurgedChat {
     pub comments: u64,
 }
 
+impl PurgedChat {
+    /// Counts one invitation with its answers and comment.
+    pub fn add(&mut self, invitation: &InvitationRecord) {
+        self.invitations += 1;
+        self.answers += invitation.response.answered() as u64;
+        self.comments += u64::from(invitation.response.comment.is_some());
+    }
+}
+
 /// The result of a read-modify-write on one invitation.
 #[derive(Debug)]
 pub enum UpdateError<E> {
@@ -483,12 +492,12 @@ impl Store {
             .map(|entry| entry.map(|(key, chat)| (key, chat.received_at)))
     }
 
-    /// The purged totals stored under `key`.
+    /// Returns the purged totals stored under `key`.
     pub fn totals(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.totals.get(key)?.map(|bytes| bytes.to_vec()))
     }
 
-    /// Every purged stratum: its key and its totals.
+    /// Iterates over every purged stratum: its key and its totals.
     pub fn all_totals(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
         self.totals.iter().map(|entry| {
             entry
@@ -524,10 +533,7 @@ impl Store {
             let mut purged = PurgedChat::default();
             for id in [&chat.parent_invitation, &chat.professional_invitation] {
                 if let Some(bytes) = writes.remove(TreeId::Invitations, id.as_str().as_bytes())? {
-                    let invitation: InvitationRecord = decode(id.as_str().as_bytes(), &bytes)?;
-                    purged.invitations += 1;
-                    purged.answers += invitation.response.answered() as u64;
-                    purged.comments += u64::from(invitation.response.comment.is_some());
+                    purged.add(&decode(id.as_str().as_bytes(), &bytes)?);
                 }
                 writes.remove(TreeId::Dead, id.as_str().as_bytes())?;
             }
@@ -799,7 +805,7 @@ fn scan_bytes(tree: &sled::Tree) -> Result<(u64, u64), StoreError> {
 }
 
 /// Applies the journal records an earlier run left to `trees` (in
-/// [`TreeId`] order), in order. Each record holds whole values, so records
+/// [`TreeId`] order), in order. Each record contains whole values, so records
 /// that sled already has change nothing.
 fn replay(trees: &[sled::Tree; 8], bytes: &[u8]) -> Result<(), StoreError> {
     let (payloads, left_over) = journal::records(bytes);
@@ -871,7 +877,7 @@ fn spawn_flusher(db: sled::Db, shared: Arc<Shared>, requests: mpsc::Receiver<Flu
 /// write lands between the two.
 fn checkpoint(db: &sled::Db, shared: &Shared) -> Result<(), StoreError> {
     let _guard = shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-    if !shared.journal.has_records()? {
+    if !shared.journal.has_records() {
         return Ok(());
     }
     db.flush()?;
