@@ -1,7 +1,7 @@
 //! Times a full report against a bare scan of the same store.
 //!
 //! The store is the one in `ALLIANCE_BENCH_STORE`, for example one filled
-//! with `alliance bench --fill 1000000 --data-dir DIR`; without it, the
+//! with `alliance bench --fill 1000000 --data-dir DIR`. Without it, the
 //! benchmark fills a temporary store with `ALLIANCE_BENCH_CHATS` chats
 //! (default 100 000). Measured:
 //!

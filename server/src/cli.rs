@@ -81,7 +81,7 @@ pub enum Command {
     /// Validate the configuration and say what is wrong and how to fix it.
     CheckConfig,
     /// Delete the answers and comments of chats older than ALLIANCE_RETENTION_DAYS, keeping
-    /// the weekly totals that reports need. Run it while the service is stopped; the
+    /// the weekly totals that reports need. Run it while the service is stopped. The
     /// service itself purges once a day.
     Purge {
         /// Count what would be deleted, change nothing.
@@ -301,6 +301,12 @@ async fn report_command(
 
 fn purge_command(config_file: Option<&Path>, dry_run: bool) -> Result<(), CliError> {
     let settings = RawSettings::load(config_file)?.validate()?;
+    if !settings.data_dir.exists() {
+        return Err(CliError::Failed(format!(
+            "no store found: {} does not exist; set ALLIANCE_DATA_DIR to the service's data directory",
+            settings.data_dir.display()
+        )));
+    }
     let store = Store::open(&settings.data_dir, settings.cache_bytes).map_err(|error| {
         format!(
             "cannot open the store in {} ({error}); if a service is running on it, stop it first \

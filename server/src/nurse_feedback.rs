@@ -30,9 +30,9 @@ pub fn record_notice(record: &mut InvitationRecord, enabled: bool, now: Millis) 
     }
 }
 
-/// Returns the value of `nurse_feedback` in a questionnaire: for the parent,
-/// whether the introduction states that the nurse reads the answers; for the
-/// professional, whether feedback is switched on.
+/// Returns the value of `nurse_feedback` in a questionnaire. For the parent it
+/// says whether the introduction states that the nurse reads the answers. For
+/// the professional it says whether feedback is switched on.
 pub fn flag_for(record: &InvitationRecord, enabled: bool) -> bool {
     match record.role {
         Role::Parent => enabled && record.response.feedback_notice_at.is_some(),

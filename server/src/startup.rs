@@ -222,8 +222,20 @@ impl Application {
 }
 
 /// Purges chats older than the retention period at start and then once a day.
+/// While the store is younger than the retention period no chat can be old
+/// enough, so the scan over every chat is skipped.
 async fn purge_daily(store: Store, retention_days: u32) {
+    const DAY_MILLIS: Millis = 24 * 3_600_000;
     loop {
+        let cutoff = now_millis() - Millis::from(retention_days) * DAY_MILLIS;
+        match store.first_started_at(now_millis()) {
+            Ok(first_start) if first_start > cutoff => {
+                tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "reading the store's first start failed; purging anyway"),
+        }
         let job_store = store.clone();
         let result = tokio::task::spawn_blocking(move || {
             crate::retention::purge(&job_store, now_millis(), retention_days, false, |_| {})

@@ -190,7 +190,7 @@ const DEMO_LOGIN_LINK = /one-time login link[^:]*: (http:\/\/127\.0\.0\.1:\d+\/r
 
 /**
  * Starts `alliance demo`: the 2022 study replayed through a fresh service and a simulated
- * platform on 127.0.0.1. Resolves once the demo prints its one-time dashboard login link; the
+ * platform on 127.0.0.1. Resolves once the demo prints its one-time dashboard login link. The
  * service then keeps serving until `stop()`, which sends SIGINT as Ctrl-C does and returns the
  * exit code. `env` adds or overrides ALLIANCE_* settings of the demo's service.
  */

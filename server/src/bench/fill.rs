@@ -88,7 +88,7 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The response of one role of chat `number`, at rates like the 2022
+/// Builds the response of one role of chat `number`, at rates like the 2022
 /// study's: about 6% of parents and 27% of nurses complete the
 /// questionnaire, a few more start it, and answers lean to "goed".
 fn response(number: usize, role: Role, now: Millis) -> Response {

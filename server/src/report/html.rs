@@ -296,22 +296,35 @@ fn description(page: &mut String, id: &str, sentences: &[String]) {
     let _ = write!(page, "<desc id=\"{id}\">{}.</desc>", sentences.join(". "));
 }
 
+/// Starts a dashboard page: the document head with its title and stylesheet, up to `<body>`.
+pub(crate) fn page_start(lang: &str, title: &str, stylesheet: &str) -> String {
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!doctype html>\n<html lang=\"{lang}\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n<link rel=\"stylesheet\" href=\"{}\">\n</head>\n<body>\n",
+        escape(stylesheet)
+    );
+    page
+}
+
+/// Appends `lang` to an already encoded filter query string.
+pub(crate) fn with_lang(filter_query: &str, lang: &str) -> String {
+    if filter_query.is_empty() {
+        format!("lang={lang}")
+    } else {
+        format!("{filter_query}&lang={lang}")
+    }
+}
+
 /// Renders the whole dashboard page.
 pub fn render(report: &Report, context: &PageContext<'_>) -> String {
     let words = match context.lang {
         Lang::Nl => &NL,
         Lang::En => &EN,
     };
-    let mut page = String::new();
-    let _ = write!(
-        page,
-        "<!doctype html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<link rel=\"stylesheet\" href=\"{}\">\n</head>\n<body>\n",
-        words.lang,
-        words.title,
-        escape(context.stylesheet)
-    );
+    let mut page = page_start(words.lang, words.title, context.stylesheet);
     header(&mut page, report, context, words);
     page.push_str("<main>\n");
     if report.suppression.suppressed {
@@ -347,16 +360,8 @@ fn options(page: &mut String, name: &str, label: &str, values: &[String], select
 
 fn header(page: &mut String, report: &Report, context: &PageContext<'_>, words: &Words) {
     let filter = &report.filter;
-    let other_query = if context.filter_query.is_empty() {
-        format!("lang={}", words.other_language_code)
-    } else {
-        format!("{}&lang={}", context.filter_query, words.other_language_code)
-    };
-    let peer_review_query = if context.filter_query.is_empty() {
-        format!("lang={}", words.lang)
-    } else {
-        format!("{}&lang={}", context.filter_query, words.lang)
-    };
+    let other_query = with_lang(context.filter_query, words.other_language_code);
+    let peer_review_query = with_lang(context.filter_query, words.lang);
     let _ = writeln!(
         page,
         "<header>\n<h1>{}</h1>\n<p class=\"meta\">{} {}<span class=\"language\"> · <a href=\"/report?{}\" lang=\"{}\">{}</a></span>\

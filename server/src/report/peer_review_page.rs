@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::html::escape;
+use super::html::{escape, page_start, with_lang};
 use super::nurses::NurseFigures;
 use super::peer_review::{DisagreeingChat, Group, PeerReview};
 use crate::questionnaire::{Instrument, Lang, Rating, Role};
@@ -151,30 +151,13 @@ fn rating_text(words: &Words, rating: Rating) -> &'static str {
     words.ratings[usize::from(rating.score())]
 }
 
-fn with_lang(filter_query: &str, lang: &str) -> String {
-    if filter_query.is_empty() {
-        format!("lang={lang}")
-    } else {
-        format!("{filter_query}&lang={lang}")
-    }
-}
-
 /// Renders the whole peer-review page.
 pub fn render(view: &PeerReview, context: &PageContext<'_>) -> String {
     let words = match context.lang {
         Lang::Nl => &NL,
         Lang::En => &EN,
     };
-    let mut page = String::new();
-    let _ = write!(
-        page,
-        "<!doctype html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<link rel=\"stylesheet\" href=\"{}\">\n</head>\n<body>\n",
-        words.lang,
-        words.title,
-        escape(context.stylesheet)
-    );
+    let mut page = page_start(words.lang, words.title, context.stylesheet);
     header(&mut page, view, context, words);
     page.push_str("<main class=\"peer-review\">\n");
     let _ = writeln!(

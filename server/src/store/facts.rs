@@ -1,6 +1,6 @@
-//! What a report needs of one chat, kept beside the chat in a compact
-//! binary form so that a report reads one short value per chat instead of a
-//! chat and two invitations in JSON.
+//! Report facts: a compact binary record of what a report needs of one
+//! chat, kept beside the chat. A report reads one short value per chat
+//! instead of a chat and two invitations in JSON.
 //!
 //! The store rewrites a chat's facts in the same write that changes the
 //! chat or one of its invitations, so they never disagree with the records.
@@ -12,7 +12,7 @@
 //! parent and then the professional, `[flags: u8][answered: u16][ratings: u32][expires_at: i64]`.
 //! Everything before `eligible` is the chat's stratum: the day and the three labels.
 
-use crate::questionnaire::{ITEM_COUNT, Rating, Role};
+use crate::questionnaire::{ITEM_COUNT, Role};
 use crate::report::calendar::{self, Date};
 use crate::store::records::{ChatRecord, InvitationRecord, Millis};
 
@@ -229,7 +229,7 @@ pub fn decode(bytes: &[u8]) -> Option<ChatFacts<'_>> {
     })
 }
 
-/// The stratum of the same labels in the ISO week of `stratum`'s day: the
+/// Returns the stratum of the same labels in the ISO week of `stratum`'s day: the
 /// day becomes that week's Monday. Purged chats are counted by week.
 pub fn week_stratum(stratum: &[u8]) -> Option<Vec<u8>> {
     let day = i32::from_le_bytes(stratum.get(1..5)?.try_into().ok()?);
@@ -284,20 +284,16 @@ pub fn pair_pattern(parent: &[u8; ITEM_COUNT], professional: &[u8; ITEM_COUNT]) 
     pack(parent) | (pack(professional) << (2 * ITEM_COUNT))
 }
 
-/// The parent's and the professional's scores of a packed pair.
+/// Unpacks the parent's and the professional's scores of a packed pair.
 pub fn unpack_pattern(pattern: u64) -> ([u8; ITEM_COUNT], [u8; ITEM_COUNT]) {
     let side = |bits: u64| std::array::from_fn(|index| ((bits >> (2 * index)) & 0b11) as u8);
     (side(pattern), side(pattern >> (2 * ITEM_COUNT)))
 }
 
-/// Scores of a rating list, for tests and callers holding ratings.
-pub fn scores(ratings: &[Rating; ITEM_COUNT]) -> [u8; ITEM_COUNT] {
-    ratings.map(Rating::score)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::questionnaire::Rating;
     use crate::store::records::{Answer, DeliveryStatus, Response};
     use crate::token::InvitationId;
 
@@ -345,8 +341,10 @@ mod tests {
         assert!(facts.eligible);
         assert_eq!(facts.roles[0].scores(), Some([2; ITEM_COUNT]));
         assert_eq!(facts.roles[1].scores(), None);
-        assert!(facts.roles[1].is_answered(10) && !facts.roles[1].is_answered(1));
-        assert!(!facts.roles[0].is_expired(999) && facts.roles[0].is_expired(1_000));
+        assert!(facts.roles[1].is_answered(10));
+        assert!(!facts.roles[1].is_answered(1));
+        assert!(!facts.roles[0].is_expired(999));
+        assert!(facts.roles[0].is_expired(1_000));
         let stratum = decode_stratum(facts.stratum).expect("stratum decodes");
         assert_eq!(stratum.organization.as_deref(), Some("org-01"));
         assert_eq!(stratum.topic.as_deref(), Some("sleep"));
