@@ -290,6 +290,14 @@ struct Attempt {
 impl Attempt {
     async fn run(self, key: Vec<u8>, mut delivery: QueuedDelivery) {
         let id = delivery.invitation_id.clone();
+        // The queue entry may come from a write that is not durable yet. Wait
+        // for it, so the platform never gets an invitation that a crash could
+        // still undo, with its chat created again under new ids on the retry.
+        // A failed flush is logged and the attempt goes on: the store then
+        // fails other writes too, and a breaker probe must not be left unsent.
+        if let Err(error) = self.store.flush().await {
+            tracing::error!(invitation = %id, %error, "store flush before delivery failed; delivering anyway");
+        }
         let outcome = self.platform.send(&delivery).await;
         let now = now_millis();
 

@@ -572,7 +572,8 @@ impl Store {
             if record == before {
                 return Ok((outcome, record));
             }
-            writes.insert(TreeId::Invitations, id.as_str().as_bytes(), &encode(&record))?;
+            // Facts first: after a crash sled may keep a prefix of this write,
+            // and a retried change rewrites the facts only while the invitation differs.
             if let Some(stored) = self.facts.get(record.chat.as_bytes())? {
                 let role_facts = facts::RoleFacts::from_invitation(&record);
                 let updated =
@@ -581,6 +582,7 @@ impl Store {
                     })?;
                 writes.insert(TreeId::Facts, record.chat.as_bytes(), &updated)?;
             }
+            writes.insert(TreeId::Invitations, id.as_str().as_bytes(), &encode(&record))?;
             Ok((outcome, record))
         })
     }
