@@ -7,12 +7,9 @@
 
 mod common;
 
-use std::thread;
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
-use common::{RecordingPlatform, Service, SignedWebhook, TestConfig, client, now_secs, sign};
+use common::{RecordingPlatform, Service, TestConfig, client, invite, now_secs, sign};
 
 /// The parent's answers in these tests.
 const PARENT: [&str; 11] = [
@@ -36,39 +33,6 @@ const NURSE: [&str; 11] = ["sufficient"; 11];
 /// introduction states that the nurse reads the answers.
 fn feedback_flag(body: &Value) -> bool {
     body["nurse_feedback"].as_bool().expect("nurse_feedback is a boolean")
-}
-
-struct Tokens {
-    parent: String,
-    professional: String,
-}
-
-fn invite(service: &Service, platform: &RecordingPlatform, chat_id: &str) -> Tokens {
-    let webhook = SignedWebhook::chat_ended(&service.config.webhook_secrets[0], chat_id);
-    let (status, body) = webhook.send(service);
-    assert_eq!(status, 202, "webhook for {chat_id}: {body}");
-
-    let path = format!("/chats/{chat_id}/messages");
-    let started = Instant::now();
-    loop {
-        let requests = platform.requests();
-        let token = |role: &str| {
-            requests
-                .iter()
-                .filter(|request| request.path == path)
-                .find(|request| request.body["recipient"]["role"] == role)
-                .and_then(|request| request.body["questionnaire"]["token"].as_str())
-                .map(str::to_string)
-        };
-        if let (Some(parent), Some(professional)) = (token("parent"), token("professional")) {
-            return Tokens { parent, professional };
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the platform did not receive both invitations of {chat_id} within 10 s"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn get(service: &Service, token: &str) -> Value {

@@ -13,7 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use common::{RecordingPlatform, Service, SignedWebhook, TestConfig, client};
+use common::{RecordingPlatform, Service, TestConfig, client, invite};
 
 /// Server key that `TestConfig::apply` passes as `ALLIANCE_SECRET_KEY`.
 const TEST_SERVER_KEY: [u8; 32] = [42; 32];
@@ -29,41 +29,6 @@ fn start_with(extra: Vec<(String, String)>) -> (tempfile::TempDir, RecordingPlat
 
 fn start() -> (tempfile::TempDir, RecordingPlatform, Service) {
     start_with(Vec::new())
-}
-
-/// Two tokens of one chat, as the platform received them.
-struct Tokens {
-    parent: String,
-    professional: String,
-}
-
-/// Sends a signed `chat.ended` webhook and waits for both invitations of that chat.
-fn invite(service: &Service, platform: &RecordingPlatform, chat_id: &str) -> Tokens {
-    let webhook = SignedWebhook::chat_ended(&service.config.webhook_secrets[0], chat_id);
-    let (status, body) = webhook.send(service);
-    assert_eq!(status, 202, "webhook for {chat_id}: {body}");
-
-    let path = format!("/chats/{chat_id}/messages");
-    let started = Instant::now();
-    loop {
-        let requests = platform.requests();
-        let token = |role: &str| {
-            requests
-                .iter()
-                .filter(|request| request.path == path)
-                .find(|request| request.body["recipient"]["role"] == role)
-                .and_then(|request| request.body["questionnaire"]["token"].as_str())
-                .map(str::to_string)
-        };
-        if let (Some(parent), Some(professional)) = (token("parent"), token("professional")) {
-            return Tokens { parent, professional };
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the platform did not receive both invitations of {chat_id} within 10 s"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Status and JSON body of a response. The body is `Null` when it is not JSON.

@@ -385,5 +385,40 @@ fn serve_connection(
     }
 }
 
+/// Two tokens of one chat, as the platform received them.
+pub struct Tokens {
+    pub parent: String,
+    pub professional: String,
+}
+
+/// Sends a signed `chat.ended` webhook and waits for both invitations of that chat.
+pub fn invite(service: &Service, platform: &RecordingPlatform, chat_id: &str) -> Tokens {
+    let webhook = SignedWebhook::chat_ended(&service.config.webhook_secrets[0], chat_id);
+    let (status, body) = webhook.send(service);
+    assert_eq!(status, 202, "webhook for {chat_id}: {body}");
+
+    let path = format!("/chats/{chat_id}/messages");
+    let started = Instant::now();
+    loop {
+        let requests = platform.requests();
+        let token = |role: &str| {
+            requests
+                .iter()
+                .filter(|request| request.path == path)
+                .find(|request| request.body["recipient"]["role"] == role)
+                .and_then(|request| request.body["questionnaire"]["token"].as_str())
+                .map(str::to_string)
+        };
+        if let (Some(parent), Some(professional)) = (token("parent"), token("professional")) {
+            return Tokens { parent, professional };
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the platform did not receive both invitations of {chat_id} within 10 s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub mod faulty;
 pub mod study;
