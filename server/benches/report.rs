@@ -7,7 +7,10 @@
 //!
 //! - `scan_facts`: read every chat's report facts without decoding them;
 //! - `scan_chats`: the same over the chat records, for comparison;
-//! - `report_without_bootstrap`: the whole report, intervals left out;
+//! - `report_without_bootstrap`: the whole report from the store's running
+//!   totals, intervals left out;
+//! - `report_by_scan_without_bootstrap`: the same report counted in one scan
+//!   of the report facts instead of the running totals;
 //! - `report_with_bootstrap`: the whole report with its 2,000-resample bootstrap intervals.
 //!
 //! Run with `cargo bench -p alliance --bench report`.
@@ -74,6 +77,12 @@ fn report(criterion: &mut Criterion) {
     });
     group.bench_function("report_without_bootstrap", |bench| {
         bench.iter(|| black_box(report::build_with(&store, &filter, now, &quick).expect("report")))
+    });
+    group.bench_function("report_by_scan_without_bootstrap", |bench| {
+        bench.iter(|| {
+            let strata = report::count_strata_by_scan(&store, now).expect("scan");
+            black_box(report::from_strata(&strata, &filter, now, &quick))
+        })
     });
     group.bench_function("report_with_bootstrap", |bench| {
         bench.iter(|| black_box(report::build(&store, &filter, now).expect("report")))

@@ -155,3 +155,68 @@ fn purged_week_needs_whole_week_filter() {
         0
     );
 }
+
+/// Sorts strata and their patterns, so totals counted in different orders compare equal.
+fn normalized(
+    mut strata: Vec<(alliance::store::facts::Stratum, report::StratumCounts)>,
+) -> Vec<(alliance::store::facts::Stratum, report::StratumCounts)> {
+    for (_, counts) in &mut strata {
+        counts.patterns.sort_unstable();
+    }
+    strata.sort_by(|a, b| a.0.cmp(&b.0));
+    strata
+}
+
+#[test]
+fn running_totals_match_a_scan() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open(dir.path());
+    let key = pseudonym_key();
+    let now = now_millis();
+    for number in 0..2_000 {
+        write_chat(&store, &key, number, now - 800 * DAY).expect("old chat written");
+    }
+    for number in 2_000..4_000 {
+        write_chat(&store, &key, number, now - DAY).expect("new chat written");
+    }
+    let by_scan = |store: &Store, at: i64| normalized(report::count_strata_by_scan(store, at).expect("scan"));
+    let running = |store: &Store, at: i64| normalized(report::count_strata(store, at).expect("totals"));
+
+    // Change answers of recent chats: complete some, decline others.
+    for number in 2_000..2_200 {
+        let chat = store
+            .chat(&key.pseudonym("chat", &format!("fill-{number}")))
+            .expect("readable")
+            .expect("stored");
+        store
+            .update_invitation(&chat.parent_invitation, |record| -> Result<(), ()> {
+                if number % 2 == 0 {
+                    for answer in record.response.answers.iter_mut() {
+                        *answer = Some(alliance::store::records::Answer {
+                            rating: alliance::questionnaire::Rating::Sufficient,
+                            at: now,
+                        });
+                    }
+                } else {
+                    record.response.declined_at = Some(now);
+                }
+                Ok(())
+            })
+            .expect("updated");
+    }
+    // Before, at and after the recent chats' expiry.
+    for at in [now, now + 6 * DAY, now + 8 * DAY] {
+        assert_eq!(running(&store, at), by_scan(&store, at), "totals at {at}");
+    }
+
+    purge(&store, now, 730, false, |_| {}).expect("purge");
+    assert_eq!(running(&store, now), by_scan(&store, now), "totals after the purge");
+
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(
+        running(&reopened, now),
+        by_scan(&reopened, now),
+        "totals after reopening"
+    );
+}

@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod export;
 pub mod export_command;
 pub mod html;
+pub mod live;
 pub mod nurses;
 pub mod peer_review;
 pub mod peer_review_page;
@@ -162,6 +163,20 @@ impl Funnel {
         self.expired += u64::from(role.is_expired(now));
     }
 
+    /// Takes away counts that [`Funnel::merge`] added.
+    pub fn subtract(&mut self, other: &Funnel) {
+        self.invited -= other.invited;
+        self.opened -= other.opened;
+        self.started -= other.started;
+        for (count, less) in self.items_answered.iter_mut().zip(&other.items_answered) {
+            *count -= less;
+        }
+        self.complete -= other.complete;
+        self.submitted -= other.submitted;
+        self.declined -= other.declined;
+        self.expired -= other.expired;
+    }
+
     /// Adds another funnel's counts.
     pub fn merge(&mut self, other: &Funnel) {
         self.invited += other.invited;
@@ -232,6 +247,13 @@ impl Pairing {
         }
     }
 
+    pub fn subtract(&mut self, other: &Pairing) {
+        self.both -= other.both;
+        self.parent_only -= other.parent_only;
+        self.professional_only -= other.professional_only;
+        self.neither -= other.neither;
+    }
+
     pub fn merge(&mut self, other: &Pairing) {
         self.both += other.both;
         self.parent_only += other.parent_only;
@@ -292,8 +314,19 @@ impl StratumCounts {
     }
 }
 
-/// Counts every chat of the store by stratum, in one scan of the report facts.
+/// Counts every chat of the store by stratum, from the store's running
+/// totals of live chats and the totals of purged weeks.
 pub fn count_strata(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
+    let mut strata = store.live_strata(now)?;
+    strata.extend(purged_strata(store)?);
+    strata.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(strata)
+}
+
+/// Counts every chat of the store by stratum like [`count_strata`], but in
+/// one scan of the report facts. Used to check the running totals and to
+/// compare the two in the benchmark.
+pub fn count_strata_by_scan(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
     let mut by_key: HashMap<Vec<u8>, StratumCounts> = HashMap::new();
     store.for_each_facts(|chat| match by_key.get_mut(chat.stratum) {
         Some(counts) => counts.add(chat, now),
@@ -306,6 +339,14 @@ pub fn count_strata(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumC
         })?;
         strata.push((stratum, counts));
     }
+    strata.extend(purged_strata(store)?);
+    strata.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(strata)
+}
+
+/// Reads the totals of the purged weeks.
+fn purged_strata(store: &Store) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
+    let mut strata = Vec::new();
     for entry in store.all_totals() {
         let (key, value) = entry?;
         let corrupt = || StoreError::CorruptFacts {
@@ -316,7 +357,6 @@ pub fn count_strata(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumC
         let counts: StratumCounts = serde_json::from_slice(&value).map_err(|_| corrupt())?;
         strata.push((stratum, counts));
     }
-    strata.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(strata)
 }
 

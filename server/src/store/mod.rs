@@ -26,6 +26,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::questionnaire::Role;
+use crate::report::StratumCounts;
+use crate::report::live::LiveTotals;
 use crate::token::InvitationId;
 use journal::{Journal, Op, TreeId};
 use records::{ChatRecord, InvitationRecord, Millis, QueuedDelivery};
@@ -75,6 +77,8 @@ pub struct Store {
     totals: sled::Tree,
     shared: Arc<Shared>,
     flusher: Arc<Flusher>,
+    /// Running totals of the live chats, changed with every facts record.
+    live: Arc<Mutex<LiveTotals>>,
 }
 
 /// The handle of the flusher thread. Dropping the last one lets the thread
@@ -180,8 +184,11 @@ struct Writes<'s> {
 
 impl Writes<'_> {
     fn insert(&mut self, tree: TreeId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.store.tree(tree).insert(key, value)?;
+        let previous = self.store.tree(tree).insert(key, value)?;
         journal::push_op(&mut self.payload, tree, key, Some(value));
+        if tree == TreeId::Facts {
+            self.store.live_totals().replace(previous.as_deref(), Some(value));
+        }
         Ok(())
     }
 
@@ -190,6 +197,9 @@ impl Writes<'_> {
         let previous = self.store.tree(tree).remove(key)?;
         if previous.is_some() {
             journal::push_op(&mut self.payload, tree, key, None);
+        }
+        if tree == TreeId::Facts {
+            self.store.live_totals().replace(previous.as_deref(), None);
         }
         Ok(previous)
     }
@@ -235,12 +245,14 @@ impl Store {
                 requests: None,
                 thread: None,
             }),
+            live: Arc::default(),
             db,
         };
         store.ensure_facts()?;
         if !leftover.is_empty() {
             store.remove_unacknowledged_orphans()?;
         }
+        store.build_live_totals()?;
         store.db.flush()?;
         let thread = spawn_flusher(store.db.clone(), Arc::clone(&store.shared), receiver);
         Ok(Self {
@@ -322,6 +334,30 @@ impl Store {
         self.meta.insert(FACTS_VERSION, &[1])?;
         tracing::info!(chats = written, "wrote report facts for the chats of an older store");
         Ok(())
+    }
+
+    /// Counts every chat's facts into the running totals, once at open.
+    fn build_live_totals(&self) -> Result<(), StoreError> {
+        let mut live = self.live_totals();
+        for entry in self.facts.iter() {
+            let (_, value) = entry?;
+            live.replace(None, Some(&value));
+        }
+        Ok(())
+    }
+
+    fn live_totals(&self) -> std::sync::MutexGuard<'_, LiveTotals> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the running totals of the live chats per stratum, with the
+    /// invitations expired at `now` counted.
+    pub fn live_strata(&self, now: Millis) -> Result<Vec<(facts::Stratum, StratumCounts)>, StoreError> {
+        self.live_totals()
+            .snapshot(now)
+            .map_err(|key| StoreError::CorruptFacts {
+                key: format!("stratum {}", crate::token::hex(&key)),
+            })
     }
 
     /// Runs one write: its changes reach sled at once and the journal in the
