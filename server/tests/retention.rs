@@ -220,3 +220,58 @@ fn running_totals_match_a_scan() {
         "totals after reopening"
     );
 }
+
+#[test]
+fn filter_leaving_out_few_pairs_is_suppressed() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open(dir.path());
+    let key = pseudonym_key();
+    let now = now_millis();
+    for number in 0..4_000 {
+        write_chat(&store, &key, number, now - DAY).expect("chat written");
+    }
+    let counting = ReportOptions {
+        min_cell_size: 0,
+        bootstrap: false,
+    };
+    let guarded = ReportOptions {
+        min_cell_size: 10,
+        bootstrap: false,
+    };
+    let all = report::build_with(&store, &ReportFilter::default(), now, &counting)
+        .expect("report")
+        .pairs;
+
+    // Chats end on the 730 days from 2022-01-01: cut days off the end until
+    // the filter leaves out some pairs, first fewer than 10, then 10 or more.
+    let mut few = None;
+    let mut enough = None;
+    let mut last_day = time::Date::from_calendar_date(2023, time::Month::December, 31).expect("valid date");
+    while enough.is_none() {
+        let filter = ReportFilter::parse(None, Some(&last_day.to_string()), None, None, None).expect("valid");
+        let left_out = all
+            - report::build_with(&store, &filter, now, &counting)
+                .expect("report")
+                .pairs;
+        if (1..10).contains(&left_out) && few.is_none() {
+            few = Some(filter);
+        } else if left_out >= 10 {
+            enough = Some(filter);
+        }
+        last_day = last_day.previous_day().expect("valid date");
+    }
+    let few = few.expect("a cut that leaves out 1 to 9 pairs");
+    let enough = enough.expect("a cut that leaves out 10 or more pairs");
+
+    let report = report::build_with(&store, &few, now, &guarded).expect("report");
+    assert!(
+        report.suppression.suppressed,
+        "a filter leaving out fewer than 10 pairs was shown"
+    );
+    assert_eq!(report.agreement.overall.category.pairs, 0);
+    let report = report::build_with(&store, &enough, now, &guarded).expect("report");
+    assert!(
+        !report.suppression.suppressed,
+        "a filter leaving out 10 or more pairs was hidden"
+    );
+}

@@ -15,7 +15,10 @@ use std::fmt;
 use std::io::{self, Write};
 
 use super::breakdown::Cell;
-use super::{ALL_ITEMS, Funnel, Rate, Report, ReportFilter, ReportOptions, build_with, calendar, category};
+use super::{
+    ALL_ITEMS, FilterSuppression, Funnel, Rate, Report, ReportFilter, ReportOptions, build_with, calendar, category,
+    filter_suppression,
+};
 use crate::questionnaire::{INSTRUMENT_VERSION, ITEM_COUNT, Instrument, Lang, Role};
 use crate::routes::questionnaire::time_text;
 use crate::store::records::{ChatRecord, InvitationRecord, Millis, Response, ResponseStatus};
@@ -89,6 +92,12 @@ pub enum ExportError {
          widen the filter or export without one"
     )]
     TooFewPairs { pairs: u64, min_cell_size: u64 },
+    #[error(
+        "the filter leaves out only {left_out} matched pairs, fewer than the minimum cell size \
+         {min_cell_size}, so an export without the filter would give them away by subtraction; \
+         widen the filter or export without one"
+    )]
+    LeavesOutTooFewPairs { left_out: u64, min_cell_size: u64 },
 }
 
 /// How a column's values are written and read back.
@@ -525,12 +534,19 @@ pub fn write(
     }
 
     if *filter != ReportFilter::default() {
-        let pairs = count_pairs(store, filter)?;
-        if pairs < options.min_cell_size {
-            return Err(ExportError::TooFewPairs {
-                pairs,
-                min_cell_size: options.min_cell_size,
-            });
+        let min_cell_size = options.min_cell_size;
+        let (selected, visible) = count_pairs(store, filter, now)?;
+        match filter_suppression(selected, visible, min_cell_size) {
+            Some(FilterSuppression::TooFew { pairs }) => {
+                return Err(ExportError::TooFewPairs { pairs, min_cell_size });
+            }
+            Some(FilterSuppression::LeavesOutTooFew { left_out }) => {
+                return Err(ExportError::LeavesOutTooFewPairs {
+                    left_out,
+                    min_cell_size,
+                });
+            }
+            None => {}
         }
     }
 
@@ -565,21 +581,22 @@ fn stored_invitation(store: &Store, chat: &ChatRecord, role: Role) -> Result<Opt
     store.invitation(chat.invitation(role))
 }
 
-fn count_pairs(store: &Store, filter: &ReportFilter) -> Result<u64, StoreError> {
-    let mut pairs = 0;
-    for entry in store.chats() {
-        let (_, chat) = entry?;
-        if !filter.matches(&chat) || !chat.eligible {
-            continue;
+/// Counts the live chats' matched pairs that `filter` selects, and those its
+/// reader sees without the filter (only the organizations limit applies).
+/// Purged chats are not exported, so they do not count.
+fn count_pairs(store: &Store, filter: &ReportFilter, now: Millis) -> Result<(u64, u64), StoreError> {
+    let unfiltered = ReportFilter::default().limited_to(filter.allowed_organizations.clone());
+    let mut selected = 0;
+    let mut visible = 0;
+    for (stratum, counts) in store.live_strata(now)? {
+        if unfiltered.matches_stratum(&stratum) {
+            visible += counts.pairing.both;
         }
-        let complete = |role| -> Result<bool, StoreError> {
-            Ok(store
-                .invitation(chat.invitation(role))?
-                .is_some_and(|invitation| invitation.response.is_complete()))
-        };
-        pairs += u64::from(complete(Role::Parent)? && complete(Role::Professional)?);
+        if filter.matches_stratum(&stratum) {
+            selected += counts.pairing.both;
+        }
     }
-    Ok(pairs)
+    Ok((selected, visible))
 }
 
 fn day_and_week(chat: &ChatRecord) -> (String, String) {

@@ -314,6 +314,30 @@ impl StratumCounts {
     }
 }
 
+/// Why a filtered selection of pairs may not be shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterSuppression {
+    /// The filter selects fewer pairs than the minimum cell size.
+    TooFew { pairs: u64 },
+    /// The filter leaves out fewer pairs than the minimum cell size (but at
+    /// least one), so the unfiltered figures minus the filtered ones would
+    /// show them.
+    LeavesOutTooFew { left_out: u64 },
+}
+
+/// Decides whether a filter that selects `selected` of the `visible` pairs
+/// its reader sees without it must be suppressed at `min_cell_size`.
+pub fn filter_suppression(selected: u64, visible: u64, min_cell_size: u64) -> Option<FilterSuppression> {
+    let left_out = visible.saturating_sub(selected);
+    if selected < min_cell_size {
+        Some(FilterSuppression::TooFew { pairs: selected })
+    } else if left_out > 0 && left_out < min_cell_size {
+        Some(FilterSuppression::LeavesOutTooFew { left_out })
+    } else {
+        None
+    }
+}
+
 /// Counts every chat of the store by stratum, from the store's running
 /// totals of live chats and the totals of purged weeks.
 pub fn count_strata(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
@@ -505,9 +529,11 @@ pub struct Suppression {
     pub min_cell_size: u64,
     /// Whether a filter or an organization-limited token narrowed the report.
     pub filtered: bool,
-    /// True when a filtered report has fewer pairs than `min_cell_size`:
-    /// then `items` and `agreement` are computed over no pairs, and every
-    /// breakdown cell is suppressed. Chat and funnel counts stay.
+    /// True when a filtered report has fewer pairs than `min_cell_size`, or
+    /// leaves out between 1 and `min_cell_size - 1` of the pairs its reader
+    /// sees without the filter, which the unfiltered report would give back
+    /// by subtraction. Then `items` and `agreement` are computed over no
+    /// pairs, and every breakdown cell is suppressed. Chat and funnel counts stay.
     pub suppressed: bool,
 }
 
@@ -574,7 +600,12 @@ pub fn from_strata(
 ) -> Report {
     let mut breakdowns = breakdown::Accumulator::default();
     let mut total = StratumCounts::default();
+    let unfiltered = ReportFilter::default().limited_to(filter.allowed_organizations.clone());
+    let mut visible_pairs = 0;
     for (stratum, counts) in strata {
+        if unfiltered.matches_stratum(stratum) {
+            visible_pairs += counts.pairing.both;
+        }
         if !filter.matches_stratum(stratum) {
             continue;
         }
@@ -591,7 +622,8 @@ pub fn from_strata(
     let suppression = Suppression {
         min_cell_size: options.min_cell_size,
         filtered,
-        suppressed: filtered && (patterns.len() as u64) < options.min_cell_size,
+        suppressed: filtered
+            && filter_suppression(patterns.len() as u64, visible_pairs, options.min_cell_size).is_some(),
     };
     if suppression.suppressed {
         patterns.clear();
@@ -845,6 +877,21 @@ mod tests {
         assert_eq!(set.items.answers, 33);
         assert_eq!(set.all_items.agreeing, 1);
         assert_eq!(set.category.percent, Some(66.67));
+    }
+
+    #[test]
+    fn filter_suppression_guards_both_sides() {
+        assert_eq!(
+            filter_suppression(9, 218, 10),
+            Some(FilterSuppression::TooFew { pairs: 9 })
+        );
+        assert_eq!(
+            filter_suppression(210, 218, 10),
+            Some(FilterSuppression::LeavesOutTooFew { left_out: 8 })
+        );
+        assert_eq!(filter_suppression(208, 218, 10), None);
+        assert_eq!(filter_suppression(218, 218, 10), None);
+        assert_eq!(filter_suppression(0, 0, 0), None);
     }
 
     #[test]

@@ -127,11 +127,8 @@ pub async fn export(
             .map_err(|error| ApiError::internal(&error))?;
             let (body, rows) = match written {
                 Ok(written) => written,
-                Err(ExportError::TooFewPairs { pairs, min_cell_size }) => {
-                    return Err(ApiError::unprocessable(
-                        "too_few_pairs",
-                        ExportError::TooFewPairs { pairs, min_cell_size }.to_string(),
-                    ));
+                Err(error @ (ExportError::TooFewPairs { .. } | ExportError::LeavesOutTooFewPairs { .. })) => {
+                    return Err(ApiError::unprocessable("too_few_pairs", error.to_string()));
                 }
                 Err(ExportError::Store(error)) => return Err(error.into()),
                 Err(error) => return Err(ApiError::internal(&error)),
