@@ -132,6 +132,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
     );
     replay.send_webhooks(&dataset.chats).await?;
     let webhooks_done = started.elapsed();
+    eprintln!("Step 2 of 3: waiting until the platform has both invitations of every chat");
     replay
         .wait_for_invitations(dataset.chats.len() * 2, Duration::from_secs(300))
         .await?;
@@ -174,7 +175,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
     }
     if !arguments.exit {
         eprintln!("The service keeps running at {target}; press Ctrl-C to stop.");
-        let _ = tokio::signal::ctrl_c().await;
+        wait_for_stop_signal().await;
     }
     drop(replay);
     drop(client);
@@ -185,6 +186,25 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
     }
     platform.stop().await;
     Ok(())
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM, as a service manager sends.
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGTERM; stop the demo with Ctrl-C"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn generate_secrets() -> DemoSecrets {
