@@ -55,6 +55,7 @@ const WORDS = {
     pairs: 'paren',
     agree: 'eens',
     hidden: 'verborgen',
+    decimal: ',',
   },
   en: {
     title: 'Online alliance: report',
@@ -67,6 +68,7 @@ const WORDS = {
     pairs: 'pairs',
     agree: 'agree',
     hidden: 'hidden',
+    decimal: '.',
   },
 };
 
@@ -78,6 +80,8 @@ const SCREENSHOT_WIDTH = 1280;
 
 const ratingLabel = (lang, rating) => INSTRUMENT.scale.find(point => point.value === rating)[lang];
 const capitalized = word => word[0].toUpperCase() + word.slice(1);
+// One decimal with the page language's separator: a comma in Dutch, a point in English.
+const oneDecimal = (value, words) => value.toFixed(1).replace('.', words.decimal);
 const roundTo = (value, digits) => Math.round(value * 10 ** digits) / 10 ** digits;
 
 /** Returns `2022-W26` for a date, by ISO 8601: weeks start on Monday, week 1 contains 4 January. */
@@ -257,7 +261,7 @@ function assertTrend(trend, minCellSize, words, complete) {
     assert.equal(week.barTitle, `${week.week}: ${week.pairs} ${words.pairs}`);
     assert.equal(
       week.pointTitle,
-      `${week.week}: ${week.agreeing} ${words.of} ${week.pairs} ${words.pairs} ${words.agree} (${roundTo(week.percent, 1).toFixed(1)}%)`,
+      `${week.week}: ${week.agreeing} ${words.of} ${week.pairs} ${words.pairs} ${words.agree} (${oneDecimal(roundTo(week.percent, 1), words)}%)`,
     );
   }
   assert.equal(trend.line, shownWeeks.length, 'the line joins every shown week');
@@ -366,8 +370,8 @@ for (const lang of ['nl', 'en']) {
         assert.equal(figures[figure].of, PUBLISHED.chats, `${figure}: out of all chats`);
         assert.equal(roundTo(figures[figure].percent, 1), rate, `${figure}: published rate`);
         assert.ok(
-          figures[figure].text.startsWith(`${count} · ${rate.toFixed(1)}%`),
-          `${figure} shows "${count} · ${rate.toFixed(1)}%": ${figures[figure].text}`,
+          figures[figure].text.startsWith(`${count} · ${oneDecimal(rate, words)}%`),
+          `${figure} shows "${count} · ${oneDecimal(rate, words)}%": ${figures[figure].text}`,
         );
       }
 
@@ -378,7 +382,7 @@ for (const lang of ['nl', 'en']) {
       assert.equal(agreement.of, pairs, 'all pairs');
       assert.equal(agreement.percent, roundTo((agreeing / pairs) * 100, 2), 'category agreement with two decimals');
       assert.equal(Math.round(agreement.percent), PUBLISHED.matched_pairs.agreement_total_score_0_to_100, 'the published 62%');
-      const percentText = `${roundTo(agreement.percent, 1).toFixed(1)}%`;
+      const percentText = `${oneDecimal(roundTo(agreement.percent, 1), words)}%`;
       assert.ok(agreement.text.startsWith(percentText), `the headline starts with ${percentText}: ${agreement.text}`);
       assert.ok(
         agreement.text.endsWith(`${agreeing} ${words.of} ${pairs} ${words.pairs}`),
@@ -492,11 +496,11 @@ for (const lang of ['nl', 'en']) {
         }
         const rate = PUBLISHED.published_rates_percent[role];
         const complete = funnel.stages.find(stage => stage.stage === 'complete');
-        assert.equal(complete.value, `${count.complete} (${rate.toFixed(1)}%)`, `${role}: the published response rate`);
+        assert.equal(complete.value, `${count.complete} (${oneDecimal(rate, words)}%)`, `${role}: the published response rate`);
 
         const invited = funnel.stages[0];
         for (const stage of funnel.stages) {
-          const share = ((stage.count / invited.count) * 100).toFixed(1);
+          const share = oneDecimal((stage.count / invited.count) * 100, words);
           assert.equal(stage.value, `${stage.count} (${share}%)`, `${role} ${stage.stage}: printed count`);
           assert.ok(Math.abs(stage.width / invited.width - stage.count / invited.count) < 0.001, `${role} ${stage.stage}: bar length in proportion`);
           assert.ok(stage.title.startsWith(`${words.roleGroups[role]}, `), `${role} ${stage.stage}: title names the role`);

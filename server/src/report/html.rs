@@ -82,7 +82,7 @@ const NL: Words = Words {
     other_language: "English",
     other_language_code: "en",
     log_out: "Afmelden",
-    peer_review: "Intervisie: waar ouder en jeugdverpleegkundige verschillen",
+    peer_review: "Intervisie",
     print: "Afdrukken of opslaan als PDF: gebruik het afdrukmenu van de browser.",
     suppressed_report: "Deze selectie heeft te weinig gekoppelde paren. Om ouders en jeugdverpleegkundigen te beschermen tonen we geen antwoorden en geen overeenstemming.",
     summary: "Samenvatting",
@@ -155,7 +155,7 @@ const EN: Words = Words {
     other_language: "Nederlands",
     other_language_code: "nl",
     log_out: "Log out",
-    peer_review: "Peer review: where parent and nurse differ",
+    peer_review: "Peer review",
     print: "To print or save as PDF, use the browser's print menu.",
     suppressed_report: "This selection has too few matched pairs. To protect parents and nurses, no answers and no agreement are shown.",
     summary: "Summary",
@@ -245,19 +245,27 @@ pub struct PageContext<'a> {
 /// One decimal, rounded half away from zero: the report's percentages carry
 /// two decimals already (82.35), and formatting those with `{:.1}` would
 /// round the binary value 82.349… down.
-fn percent_text(value: Option<f64>) -> String {
+fn percent_text(value: Option<f64>, words: &Words) -> String {
     value
-        .map(|v| format!("{:.1}%", (v * 10.0).round() / 10.0))
+        .map(|v| localized(format!("{:.1}%", (v * 10.0).round() / 10.0), words.lang))
         .unwrap_or_else(|| "–".into())
 }
 
-fn decimal(value: Option<f64>) -> String {
-    value.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
+fn decimal(value: Option<f64>, words: &Words) -> String {
+    value
+        .map(|v| localized(format!("{v:.3}"), words.lang))
+        .unwrap_or_else(|| "–".into())
 }
 
-fn interval(ci: Option<[f64; 2]>, digits: usize) -> String {
-    ci.map(|[lo, hi]| format!(" ({lo:.digits$}–{hi:.digits$})"))
+fn interval(ci: Option<[f64; 2]>, digits: usize, words: &Words) -> String {
+    ci.map(|[lo, hi]| localized(format!(" ({lo:.digits$}–{hi:.digits$})"), words.lang))
         .unwrap_or_default()
+}
+
+/// Writes the decimal separator of the page's language into a formatted
+/// number: a comma in Dutch, a point in English.
+pub(crate) fn localized(text: String, lang: &str) -> String {
+    if lang == "nl" { text.replace('.', ",") } else { text }
 }
 
 /// Formats the attribute ` data-percent="61.93"` with the report's exact
@@ -429,9 +437,9 @@ fn summary(page: &mut String, report: &Report, words: &Words) {
     let rate = |rate: &super::Rate| {
         format!(
             "{} {}{}",
-            percent_text(rate.percent),
+            percent_text(rate.percent, words),
             words.complete,
-            interval(rate.ci95, 1)
+            interval(rate.ci95, 1, words)
         )
     };
     // The data attributes carry the exact counts and percentages for
@@ -468,13 +476,13 @@ fn summary(page: &mut String, report: &Report, words: &Words) {
         figure("pairs", &report.rates.pairs),
         words.pairs,
         report.pairs,
-        percent_text(report.rates.pairs.percent),
+        percent_text(report.rates.pairs.percent, words),
         category.agreeing,
         category.pairs,
         data_percent(category.percent),
         words.category_agreement,
-        percent_text(category.percent),
-        interval(category.ci95, 1),
+        percent_text(category.percent, words),
+        interval(category.ci95, 1, words),
         category.agreeing,
         words.of,
         category.pairs,
@@ -652,7 +660,7 @@ fn category_section(page: &mut String, report: &Report, words: &Words) {
         (words.category_table, &report.agreement.category_coefficients),
         (words.pooled_table, &report.agreement.pooled),
     ] {
-        coefficient_row(page, name, table);
+        coefficient_row(page, name, table, words);
     }
     let _ = writeln!(
         page,
@@ -661,13 +669,13 @@ fn category_section(page: &mut String, report: &Report, words: &Words) {
     );
 }
 
-fn coefficient_row(page: &mut String, name: &str, table: &TableAgreement) {
+fn coefficient_row(page: &mut String, name: &str, table: &TableAgreement, words: &Words) {
     let _ = write!(
         page,
         "<tr><th>{name} (n = {})</th><td>{}</td><td>{}</td>",
         table.n,
-        percent_text(table.percent),
-        percent_text(table.chance)
+        percent_text(table.percent, words),
+        percent_text(table.chance, words)
     );
     for coefficient in [
         &table.kappa,
@@ -679,8 +687,8 @@ fn coefficient_row(page: &mut String, name: &str, table: &TableAgreement) {
         let _ = write!(
             page,
             "<td>{}<span class=\"ci\">{}</span></td>",
-            decimal(coefficient.value),
-            interval(coefficient.ci95, 2)
+            decimal(coefficient.value, words),
+            interval(coefficient.ci95, 2, words)
         );
     }
     page.push_str("</tr>");
@@ -803,7 +811,10 @@ fn funnel_chart(page: &mut String, funnel: &Funnel, role: Role, role_name: &str,
         let y = 26.0 + (bar + gap) * index as f64;
         let length = (*count as f64 / invited * width).max(if *count > 0 { 1.0 } else { 0.0 });
         let share = if funnel.invited > 0 {
-            format!("{:.1}%", *count as f64 * 100.0 / funnel.invited as f64)
+            localized(
+                format!("{:.1}%", *count as f64 * 100.0 / funnel.invited as f64),
+                words.lang,
+            )
         } else {
             "–".into()
         };
@@ -915,7 +926,7 @@ fn trend_section(page: &mut String, report: &Report, words: &Words) {
                 agreement.pairs,
                 words.pairs_unit,
                 words.agree,
-                percent_text(Some(percent))
+                percent_text(Some(percent), words)
             );
             let _ = write!(
                 page,
@@ -970,11 +981,11 @@ fn breakdown_table(page: &mut String, title: &str, cells: &[Cell], words: &Words
                     page,
                     "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td>",
                     figures.chats,
-                    percent_text(figures.rates.parent.percent),
-                    percent_text(figures.rates.professional.percent),
+                    percent_text(figures.rates.parent.percent, words),
+                    percent_text(figures.rates.professional.percent, words),
                     figures.pairing.both,
-                    percent_text(figures.category.percent),
-                    interval(figures.category.ci95, 1)
+                    percent_text(figures.category.percent, words),
+                    interval(figures.category.ci95, 1, words)
                 );
             }
         }
@@ -989,8 +1000,10 @@ fn odds_section(page: &mut String, report: &Report, words: &Words) {
         page,
         "<section id=\"pairing\">\n<h2>{}</h2>\n<p class=\"figure\">odds ratio {}{}</p>\n<p class=\"explain\">{}</p>\n</section>",
         words.odds_title,
-        odds.value.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()),
-        interval(odds.ci95, 2),
+        odds.value
+            .map(|v| localized(format!("{v:.2}"), words.lang))
+            .unwrap_or_else(|| "–".into()),
+        interval(odds.ci95, 2, words),
         words.odds_explained
     );
 }

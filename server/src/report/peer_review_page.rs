@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::html::{escape, page_start, with_lang};
+use super::html::{escape, localized, page_start, with_lang};
 use super::nurses::NurseFigures;
 use super::peer_review::{DisagreeingChat, Group, PeerReview};
 use crate::questionnaire::{Instrument, Lang, Rating, Role};
@@ -326,11 +326,14 @@ fn nurses_table(page: &mut String, nurses: &[NurseFigures], words: &Words) {
             Some(category) => {
                 let percent = category
                     .percent
-                    .map(|value| format!("{:.1}%", (value * 10.0).round() / 10.0))
+                    .map(|value| localized(format!("{:.1}%", (value * 10.0).round() / 10.0), words.lang))
                     .unwrap_or_else(|| "–".into());
                 let interval = category
                     .ci95
-                    .map(|[lo, hi]| format!(" <span class=\"ci\">({lo:.1}–{hi:.1})</span>"))
+                    .map(|[lo, hi]| {
+                        let range = localized(format!("{lo:.1}–{hi:.1}"), words.lang);
+                        format!(" <span class=\"ci\">({range})</span>")
+                    })
                     .unwrap_or_default();
                 let _ = write!(
                     page,
