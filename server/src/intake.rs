@@ -82,6 +82,7 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
         delivery(&professional_id, Role::Professional, &chat.professional_participant),
     ];
 
+    state.store.inbox_room().await;
     let acceptance = state.store.accept_chat(NewChat {
         webhook_id: dedup_key,
         chat_key: &chat_key,
@@ -94,10 +95,8 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
 
     let chat_log = &chat_key[..16];
     match acceptance {
-        ChatAcceptance::New if eligible => {
-            state.delivery.wake();
-            tracing::info!(dedup_key, chat = chat_log, "accepted chat");
-        }
+        // The delivery worker wakes when the applier has written the chat into sled.
+        ChatAcceptance::New if eligible => tracing::info!(dedup_key, chat = chat_log, "accepted chat"),
         ChatAcceptance::New => tracing::info!(
             dedup_key,
             chat = chat_log,

@@ -145,7 +145,10 @@ impl DeliveryHandle {
     }
 }
 
-/// Starts the worker on the current tokio runtime.
+/// Starts the worker on a thread of its own with its own tokio runtime, at a
+/// lower CPU priority than the request handlers (nice 10 on Linux): while a
+/// burst of webhooks arrives, acknowledging them comes first, and the
+/// invitations follow as soon as the processor has time.
 pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<DeliveryHandle, String> {
     let platform = Platform::new(settings, token_key)?;
     let shared = Arc::new(Shared {
@@ -172,7 +175,22 @@ pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<D
         horizon: settings.delivery_horizon,
         in_flight: Arc::new(Mutex::new(HashSet::new())),
     };
-    tokio::spawn(worker.run());
+    std::thread::Builder::new()
+        .name("delivery".into())
+        .spawn(move || {
+            #[cfg(target_os = "linux")]
+            if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+                tracing::debug!(%error, "could not lower the priority of the delivery worker");
+            }
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(worker.run()),
+                Err(error) => {
+                    tracing::error!(%error, "the delivery worker cannot start its runtime");
+                    worker.shared.running.store(false, Ordering::SeqCst);
+                }
+            }
+        })
+        .map_err(|error| format!("cannot start the delivery thread: {error}"))?;
     Ok(DeliveryHandle { shared })
 }
 
@@ -202,6 +220,7 @@ impl Worker {
             };
             tokio::select! {
                 _ = self.shared.wake.notified() => {}
+                _ = self.store.deliveries_queued() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

@@ -10,9 +10,11 @@
 //!
 //! sled writes are durable only after a flush. [`Store::flush`] hands the
 //! request to one flusher thread, which flushes once for every request that
-//! is waiting, so concurrent writers share one fsync.
+//! is waiting, so concurrent writers share one fsync. Accepted chats reach
+//! sled later, through the inbox (see [`inbox`]).
 
 pub mod facts;
+mod inbox;
 mod journal;
 pub mod records;
 
@@ -55,12 +57,24 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 /// The journal is also emptied as soon as it reaches this many bytes.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
-/// State shared by the flusher thread and every writer.
+/// State shared by the flusher thread, the applier and every writer.
 struct Shared {
     /// Held while a write changes sled and appends to the journal, so the
-    /// journal's order is sled's order, and while a checkpoint runs.
+    /// journal's order is sled's order, while the applier writes inbox
+    /// entries into sled, and while a checkpoint runs.
     write_lock: Mutex<()>,
     journal: Journal,
+    inbox: inbox::Inbox,
+}
+
+/// What writes inbox entries into sled: the applier thread and checkpoints.
+#[derive(Clone)]
+struct Sink {
+    db: sled::Db,
+    /// In [`TreeId`] order.
+    trees: [sled::Tree; 8],
+    live: Arc<Mutex<LiveTotals>>,
+    shared: Arc<Shared>,
 }
 
 /// The open store. Cheap to clone.
@@ -79,18 +93,25 @@ pub struct Store {
     flusher: Arc<Flusher>,
     /// Running totals of the live chats, changed with every facts record.
     live: Arc<Mutex<LiveTotals>>,
+    sink: Sink,
 }
 
-/// The handle of the flusher thread. Dropping the last one lets the thread
-/// run a final checkpoint and waits for it, so the store can be opened
-/// again as soon as every [`Store`] is gone.
+/// The handles of the flusher and applier threads. Dropping the last one
+/// stops the applier, lets the flusher run a final checkpoint and waits for
+/// both, so the store can be opened again as soon as every [`Store`] is gone.
 struct Flusher {
     requests: Option<mpsc::Sender<FlushReply>>,
     thread: Option<thread::JoinHandle<()>>,
+    applier: Option<(Arc<Shared>, thread::JoinHandle<()>)>,
 }
 
 impl Drop for Flusher {
     fn drop(&mut self) {
+        if let Some((shared, applier)) = self.applier.take() {
+            shared.inbox.lock().closing = true;
+            shared.inbox.notify_pushed();
+            let _ = applier.join();
+        }
         self.requests.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -209,7 +230,13 @@ impl Store {
     /// Opens (or creates) the store in `dir` with a page cache of
     /// `cache_bytes`, replaying what the journal of an earlier run still holds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        // sled's own periodic flush is off: the journal makes writes durable,
+        // and checkpoints flush sled.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()?;
         let (flush_requests, receiver) = mpsc::channel();
         let journal_path = dir.join("journal");
         let leftover = Journal::read_leftover(&journal_path)?;
@@ -227,6 +254,17 @@ impl Store {
             replay(&trees, &leftover)?;
             db.flush()?;
         }
+        let shared = Arc::new(Shared {
+            write_lock: Mutex::new(()),
+            journal: Journal::open_empty(&journal_path)?,
+            inbox: inbox::Inbox::default(),
+        });
+        let sink = Sink {
+            db: db.clone(),
+            trees: trees.clone(),
+            live: Arc::default(),
+            shared: Arc::clone(&shared),
+        };
         let [chats, invitations, webhook_ids, queue, dead, meta, totals, facts] = trees;
         let store = Self {
             chats,
@@ -237,15 +275,14 @@ impl Store {
             meta,
             facts,
             totals,
-            shared: Arc::new(Shared {
-                write_lock: Mutex::new(()),
-                journal: Journal::open_empty(&journal_path)?,
-            }),
+            live: Arc::clone(&sink.live),
+            shared,
             flusher: Arc::new(Flusher {
                 requests: None,
                 thread: None,
+                applier: None,
             }),
-            live: Arc::default(),
+            sink: sink.clone(),
             db,
         };
         store.ensure_facts()?;
@@ -254,11 +291,13 @@ impl Store {
         }
         store.build_live_totals()?;
         store.db.flush()?;
-        let thread = spawn_flusher(store.db.clone(), Arc::clone(&store.shared), receiver);
+        let applier = spawn_applier(sink.clone());
+        let thread = spawn_flusher(sink, receiver);
         Ok(Self {
             flusher: Arc::new(Flusher {
                 requests: Some(flush_requests),
                 thread: Some(thread),
+                applier: Some((Arc::clone(&store.shared), applier)),
             }),
             ..store
         })
@@ -353,6 +392,7 @@ impl Store {
     /// Returns the running totals of the live chats per stratum, with the
     /// invitations expired at `now` counted.
     pub fn live_strata(&self, now: Millis) -> Result<Vec<(facts::Stratum, StratumCounts)>, StoreError> {
+        self.settle();
         self.live_totals()
             .snapshot(now)
             .map_err(|key| StoreError::CorruptFacts {
@@ -392,7 +432,26 @@ impl Store {
 
     /// Flushes on the calling thread, for commands that run without the service.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        checkpoint(&self.db, &self.shared)
+        self.sink.checkpoint()
+    }
+
+    /// Blocks until every chat accepted before the call is in sled, so reads
+    /// of chats, facts and running totals see it. Returns at once when the
+    /// inbox is empty, which it is except during bursts of webhooks.
+    pub fn settle(&self) {
+        self.shared.inbox.settle();
+    }
+
+    /// Waits until the inbox has room for another accepted chat. Webhook
+    /// handlers call it before [`Store::accept_chat`], so a burst that the
+    /// applier cannot keep up with slows the senders instead of growing memory.
+    pub async fn inbox_room(&self) {
+        self.shared.inbox.room().await;
+    }
+
+    /// Resolves when accepted chats with queued deliveries have reached sled.
+    pub async fn deliveries_queued(&self) {
+        self.shared.inbox.reached_sled.notified().await;
     }
 
     /// Returns the time of the first start, recording `now` if there is none yet.
@@ -406,43 +465,74 @@ impl Store {
         })
     }
 
-    /// Accepts a chat-ended webhook atomically: deduplicates on the webhook id
-    /// and on the chat, then stores the chat, its report facts, its two
-    /// invitations and their queued deliveries. The webhook id is written
-    /// last, so a store that has it has the rest. Not durable until [`Store::flush`].
+    /// Accepts a chat-ended webhook: deduplicates on the webhook id and on
+    /// the chat, then appends one write with the chat, its report facts, its
+    /// two invitations and their queued deliveries to the journal and the
+    /// inbox. The webhook id is written last, so a store that has it has the
+    /// rest. Not durable until [`Store::flush`]; in sled once the applier
+    /// has taken it from the inbox (see [`Store::settle`]).
     pub fn accept_chat(&self, new: NewChat<'_>) -> Result<ChatAcceptance, StoreError> {
-        self.write(|writes| {
-            if self.webhook_ids.get(new.webhook_id)?.is_some() {
-                return Ok(ChatAcceptance::DuplicateWebhook);
-            }
-            let received = new.now.to_be_bytes();
-            if self.chats.get(new.chat_key)?.is_some() {
-                writes.insert(TreeId::WebhookIds, new.webhook_id.as_bytes(), &received)?;
-                return Ok(ChatAcceptance::KnownChat);
-            }
-            for invitation in new.invitations {
-                writes.insert(
-                    TreeId::Invitations,
-                    invitation.id.as_str().as_bytes(),
-                    &encode(invitation),
-                )?;
-            }
-            for delivery in new.deliveries {
-                let key = queue_key(delivery.next_attempt_at, &delivery.invitation_id);
-                writes.insert(TreeId::Queue, &key, &encode(delivery))?;
-            }
-            let by_role = |role: Role| new.invitations.iter().find(|invitation| invitation.role == role);
-            let chat_facts = facts::encode(new.chat, [by_role(Role::Parent), by_role(Role::Professional)]);
-            writes.insert(TreeId::Facts, new.chat_key.as_bytes(), &chat_facts)?;
-            writes.insert(TreeId::Chats, new.chat_key.as_bytes(), &encode(new.chat))?;
-            writes.insert(TreeId::WebhookIds, new.webhook_id.as_bytes(), &received)?;
-            Ok(ChatAcceptance::New)
-        })
+        let received = new.now.to_be_bytes();
+        let mut payload = Vec::with_capacity(2048);
+        for invitation in new.invitations {
+            journal::push_op(
+                &mut payload,
+                TreeId::Invitations,
+                invitation.id.as_str().as_bytes(),
+                Some(&encode(invitation)),
+            );
+        }
+        for delivery in new.deliveries {
+            let key = queue_key(delivery.next_attempt_at, &delivery.invitation_id);
+            journal::push_op(&mut payload, TreeId::Queue, &key, Some(&encode(delivery)));
+        }
+        let by_role = |role: Role| new.invitations.iter().find(|invitation| invitation.role == role);
+        let chat_facts = facts::encode(new.chat, [by_role(Role::Parent), by_role(Role::Professional)]);
+        journal::push_op(&mut payload, TreeId::Facts, new.chat_key.as_bytes(), Some(&chat_facts));
+        journal::push_op(
+            &mut payload,
+            TreeId::Chats,
+            new.chat_key.as_bytes(),
+            Some(&encode(new.chat)),
+        );
+        journal::push_op(
+            &mut payload,
+            TreeId::WebhookIds,
+            new.webhook_id.as_bytes(),
+            Some(&received),
+        );
+
+        let mut queue = self.shared.inbox.lock();
+        if queue.has_webhook(new.webhook_id) || self.webhook_ids.contains_key(new.webhook_id)? {
+            return Ok(ChatAcceptance::DuplicateWebhook);
+        }
+        let (acceptance, chat_key) = if queue.has_chat(new.chat_key) || self.chats.contains_key(new.chat_key)? {
+            payload.clear();
+            journal::push_op(
+                &mut payload,
+                TreeId::WebhookIds,
+                new.webhook_id.as_bytes(),
+                Some(&received),
+            );
+            (ChatAcceptance::KnownChat, None)
+        } else {
+            (ChatAcceptance::New, Some(new.chat_key.into()))
+        };
+        self.shared.journal.append(&payload);
+        queue.push(inbox::Entry {
+            payload,
+            webhook_id: new.webhook_id.into(),
+            chat_key,
+        });
+        drop(queue);
+        self.shared.inbox.notify_pushed();
+        Ok(acceptance)
     }
 
     /// Returns whether a webhook id was accepted before.
     pub fn webhook_seen(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.webhook_ids.contains_key(id)?)
+        let queue = self.shared.inbox.lock();
+        Ok(queue.has_webhook(id) || self.webhook_ids.contains_key(id)?)
     }
 
     /// Remembers an accepted webhook id; not durable until [`Store::flush`].
@@ -480,6 +570,7 @@ impl Store {
     }
 
     pub fn chat(&self, key: &str) -> Result<Option<ChatRecord>, StoreError> {
+        self.settle();
         self.chats
             .get(key)?
             .map(|bytes| decode(key.as_bytes(), &bytes))
@@ -488,6 +579,7 @@ impl Store {
 
     /// Iterates over all chats, in key order.
     pub fn chats(&self) -> impl Iterator<Item = Result<(String, ChatRecord), StoreError>> + '_ {
+        self.settle();
         self.chats.iter().map(|entry| {
             let (key, value) = entry?;
             let record = decode(&key, &value)?;
@@ -498,6 +590,7 @@ impl Store {
     /// Calls `visit` with the report facts of every chat, in key order, and
     /// returns how many there were.
     pub fn for_each_facts(&self, mut visit: impl FnMut(&facts::ChatFacts<'_>)) -> Result<u64, StoreError> {
+        self.settle();
         let mut count = 0;
         for entry in self.facts.iter() {
             let (key, value) = entry?;
@@ -580,6 +673,7 @@ impl Store {
     }
 
     pub fn chat_count(&self) -> usize {
+        self.settle();
         self.chats.len()
     }
 
@@ -777,6 +871,7 @@ impl Store {
     /// one snapshot. A chat accepted during the copy may appear only with its
     /// invitations or queue entries, which reports ignore.
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
+        self.settle();
         let copy = sled::Config::new().path(dir).create_new(true).open()?;
         let trees = [
             ("chats", &self.chats),
@@ -848,16 +943,7 @@ fn scan_bytes(tree: &sled::Tree) -> Result<(u64, u64), StoreError> {
 fn replay(trees: &[sled::Tree; 8], bytes: &[u8]) -> Result<(), StoreError> {
     let (payloads, left_over) = journal::records(bytes);
     for payload in &payloads {
-        for op in journal::parse_ops(payload).expect("records() checked every payload") {
-            match op {
-                Op::Insert { tree, key, value } => {
-                    trees[tree as usize].insert(key, value)?;
-                }
-                Op::Remove { tree, key } => {
-                    trees[tree as usize].remove(key)?;
-                }
-            }
-        }
+        apply_payload(trees, None, payload)?;
     }
     tracing::info!(
         records = payloads.len(),
@@ -867,10 +953,122 @@ fn replay(trees: &[sled::Tree; 8], bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Writes the operations of one journal payload into sled, and into the
+/// running totals when given.
+fn apply_payload(trees: &[sled::Tree; 8], live: Option<&Mutex<LiveTotals>>, payload: &[u8]) -> Result<(), StoreError> {
+    let ops = journal::parse_ops(payload).ok_or_else(|| StoreError::Journal(std::io::Error::other("bad payload")))?;
+    for op in ops {
+        let (tree, previous, value) = match op {
+            Op::Insert { tree, key, value } => (tree, trees[tree as usize].insert(key, value)?, Some(value)),
+            Op::Remove { tree, key } => (tree, trees[tree as usize].remove(key)?, None),
+        };
+        if let (TreeId::Facts, Some(live)) = (tree, live) {
+            live.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replace(previous.as_deref(), value);
+        }
+    }
+    Ok(())
+}
+
+impl Sink {
+    /// Writes inbox entries into sled, in order, stopping at the first
+    /// failure. Returns how many were written.
+    fn apply_entries(&self, entries: &[inbox::Entry]) -> (usize, Result<(), StoreError>) {
+        for (done, entry) in entries.iter().enumerate() {
+            if let Err(error) = apply_payload(&self.trees, Some(&self.live), &entry.payload) {
+                return (done, Err(error));
+            }
+        }
+        (entries.len(), Ok(()))
+    }
+
+    /// Takes up to [`inbox::BATCH`] entries from the inbox and writes them into
+    /// sled under the write lock. Entries that failed go back to the front.
+    fn apply_batch(&self) -> Result<usize, StoreError> {
+        // The write lock comes first, so a checkpoint never sees an entry
+        // that has left the inbox without being in sled.
+        let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taken: Vec<inbox::Entry> = {
+            let mut queue = self.shared.inbox.lock();
+            let count = queue.entries.len().min(inbox::BATCH);
+            queue.entries.drain(..count).collect()
+        };
+        let (done, result) = self.apply_entries(&taken);
+        let mut queue = self.shared.inbox.lock();
+        queue.applied(&taken[..done]);
+        for entry in taken.drain(done..).rev() {
+            queue.entries.push_front(entry);
+        }
+        drop(queue);
+        if done > 0 {
+            self.shared.inbox.notify_applied();
+        }
+        result.map(|()| done)
+    }
+
+    /// Writes the whole inbox into sled, flushes sled and empties the
+    /// journal. Holds the write lock and the inbox, so no write or accepted
+    /// chat lands in the journal between the flush and the truncation.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queue = self.shared.inbox.lock();
+        let mut taken: Vec<inbox::Entry> = queue.entries.drain(..).collect();
+        let (done, result) = self.apply_entries(&taken);
+        queue.applied(&taken[..done]);
+        for entry in taken.drain(done..).rev() {
+            queue.entries.push_front(entry);
+        }
+        if done > 0 {
+            self.shared.inbox.notify_applied();
+        }
+        result?;
+        if !self.shared.journal.has_records() {
+            return Ok(());
+        }
+        self.db.flush()?;
+        self.shared.journal.truncate()?;
+        Ok(())
+    }
+}
+
+/// Starts the applier: the thread that writes inbox entries into sled. It
+/// runs at a lower CPU priority than the request handlers (nice 10 on
+/// Linux), so a burst of webhooks is acknowledged first and written into
+/// sled after; the inbox limit keeps the lag bounded.
+fn spawn_applier(sink: Sink) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name("store-applier".into())
+        .spawn(move || {
+            #[cfg(target_os = "linux")]
+            if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+                tracing::debug!(%error, "could not lower the priority of the store applier");
+            }
+            loop {
+                {
+                    let queue = sink.shared.inbox.lock();
+                    let queue = sink.shared.inbox.wait_for_entries(queue, Duration::from_secs(1));
+                    if queue.closing {
+                        // The final checkpoint writes what is left.
+                        return;
+                    }
+                    if queue.entries.is_empty() {
+                        continue;
+                    }
+                }
+                if let Err(error) = sink.apply_batch() {
+                    tracing::error!(%error, "writing accepted chats into the store failed; the journal keeps them; retrying in 1 s");
+                    thread::sleep(Duration::from_secs(1));
+                }
+            }
+        })
+        .expect("the applier thread starts")
+}
+
 /// Starts the thread that makes writes durable: it takes every waiting flush
 /// request, writes the journal once with one `fdatasync`, and answers them
 /// all. It also runs the checkpoints that empty the journal into sled.
-fn spawn_flusher(db: sled::Db, shared: Arc<Shared>, requests: mpsc::Receiver<FlushReply>) -> thread::JoinHandle<()> {
+fn spawn_flusher(sink: Sink, requests: mpsc::Receiver<FlushReply>) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("store-flusher".into())
         .spawn(move || {
@@ -881,7 +1079,7 @@ fn spawn_flusher(db: sled::Db, shared: Arc<Shared>, requests: mpsc::Receiver<Flu
                     Ok(first) => {
                         let mut waiting = vec![first];
                         waiting.extend(requests.try_iter());
-                        let result = shared.journal.sync().map_err(|error| error.to_string());
+                        let result = sink.shared.journal.sync().map_err(|error| error.to_string());
                         if let Err(error) = &result {
                             tracing::error!(%error, waiting = waiting.len(), "store journal sync failed");
                         }
@@ -894,14 +1092,14 @@ fn spawn_flusher(db: sled::Db, shared: Arc<Shared>, requests: mpsc::Receiver<Flu
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
                         // Every handle of the store is gone: leave sled complete
                         // and the journal empty.
-                        if let Err(error) = checkpoint(&db, &shared) {
+                        if let Err(error) = sink.checkpoint() {
                             tracing::error!(%error, "store checkpoint at close failed");
                         }
                         return;
                     }
                 };
                 if journal_size >= CHECKPOINT_BYTES || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
-                    if let Err(error) = checkpoint(&db, &shared) {
+                    if let Err(error) = sink.checkpoint() {
                         tracing::error!(%error, "store checkpoint failed; the journal keeps every write");
                     }
                     last_checkpoint = Instant::now();
@@ -909,16 +1107,4 @@ fn spawn_flusher(db: sled::Db, shared: Arc<Shared>, requests: mpsc::Receiver<Flu
             }
         })
         .expect("the flusher thread starts")
-}
-
-/// Flushes sled and empties the journal, holding the write lock so that no
-/// write lands between the two.
-fn checkpoint(db: &sled::Db, shared: &Shared) -> Result<(), StoreError> {
-    let _guard = shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-    if !shared.journal.has_records() {
-        return Ok(());
-    }
-    db.flush()?;
-    shared.journal.truncate()?;
-    Ok(())
 }

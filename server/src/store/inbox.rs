@@ -1,0 +1,189 @@
+//! Accepted chats on their way into sled.
+//!
+//! A chat-ended webhook is acknowledged once its write is in the journal on
+//! disk; writing it into sled can wait. [`Store::accept_chat`](super::Store::accept_chat)
+//! therefore appends the write to the journal and to this inbox, and one
+//! applier thread, at a lower CPU priority than the request handlers, moves
+//! inbox entries into sled in batches. While a burst of webhooks arrives, the
+//! processor goes to acknowledging them; sled and the deliveries catch up
+//! when it ends. This is the pattern webhook senders ask receivers to
+//! follow: store the event durably, answer, and process it afterwards.
+//!
+//! The journal holds every inbox entry before it is acknowledged, so a crash
+//! loses nothing: opening the store replays the journal into sled. A
+//! checkpoint empties the inbox into sled before it empties the journal.
+//!
+//! Deduplication must see entries that are not in sled yet, so the inbox
+//! keeps their webhook ids and chat keys. An entry's keys leave those sets
+//! only after the entry is in sled, and [`Inbox::seen`] looks in the sets
+//! before it looks in sled, both under the inbox lock, so no duplicate slips
+//! through between the two.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Bytes of journal payload the inbox may hold before new webhooks wait.
+/// Roughly 2 KB per chat, so a burst of about 30 000 chats fits.
+pub(super) const MAX_BYTES: usize = 64 << 20;
+
+/// Entries the applier writes into sled under one hold of the write lock.
+pub(super) const BATCH: usize = 256;
+
+/// One accepted webhook: its journal payload and the keys it deduplicates on.
+pub(super) struct Entry {
+    pub payload: Vec<u8>,
+    pub webhook_id: Box<str>,
+    /// Set when the entry stores a new chat.
+    pub chat_key: Option<Box<str>>,
+}
+
+#[derive(Default)]
+pub(super) struct Queue {
+    pub entries: VecDeque<Entry>,
+    bytes: usize,
+    webhook_ids: HashSet<Box<str>>,
+    chat_keys: HashSet<Box<str>>,
+    /// Entries ever pushed and ever written into sled; [`Inbox::settle`] waits for the second to reach the first.
+    pushed: u64,
+    applied: u64,
+    pub closing: bool,
+}
+
+impl Queue {
+    pub fn push(&mut self, entry: Entry) {
+        self.bytes += entry.payload.len();
+        self.webhook_ids.insert(entry.webhook_id.clone());
+        if let Some(chat_key) = &entry.chat_key {
+            self.chat_keys.insert(chat_key.clone());
+        }
+        self.entries.push_back(entry);
+        self.pushed += 1;
+    }
+
+    pub fn has_webhook(&self, id: &str) -> bool {
+        self.webhook_ids.contains(id)
+    }
+
+    pub fn has_chat(&self, key: &str) -> bool {
+        self.chat_keys.contains(key)
+    }
+
+    /// Forgets the keys of entries that are now in sled.
+    pub fn applied(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            self.bytes -= entry.payload.len();
+            self.webhook_ids.remove(&entry.webhook_id);
+            if let Some(chat_key) = &entry.chat_key {
+                self.chat_keys.remove(chat_key);
+            }
+        }
+        self.applied += entries.len() as u64;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.bytes >= MAX_BYTES
+    }
+}
+
+/// The inbox shared by request handlers, the applier and checkpoints.
+#[derive(Default)]
+pub(super) struct Inbox {
+    queue: Mutex<Queue>,
+    /// Signalled when entries arrive, when entries reach sled and at close.
+    changed: Condvar,
+    /// Wakes handlers that wait for room.
+    room: Notify,
+    /// Wakes the delivery worker when entries with queued deliveries reach sled.
+    pub reached_sled: Notify,
+}
+
+impl Inbox {
+    pub fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the applier after a push or at close.
+    pub fn notify_pushed(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Tells waiters that entries reached sled.
+    pub fn notify_applied(&self) {
+        self.changed.notify_all();
+        self.room.notify_waiters();
+        self.reached_sled.notify_one();
+    }
+
+    /// Waits, up to `timeout`, until the inbox has entries or is closing.
+    pub fn wait_for_entries<'a>(&self, queue: MutexGuard<'a, Queue>, timeout: Duration) -> MutexGuard<'a, Queue> {
+        self.changed
+            .wait_timeout_while(queue, timeout, |queue| queue.entries.is_empty() && !queue.closing)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
+    /// Blocks until every entry pushed before the call is in sled.
+    pub fn settle(&self) {
+        let queue = self.lock();
+        let target = queue.pushed;
+        drop(
+            self.changed
+                .wait_while(queue, |queue| queue.applied < target && !queue.closing)
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+
+    /// Waits until the inbox has room for more entries.
+    pub async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a wake-up between the two is not missed.
+            notified.as_mut().enable();
+            if !self.lock().is_full() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, chat: Option<&str>, bytes: usize) -> Entry {
+        Entry {
+            payload: vec![0; bytes],
+            webhook_id: id.into(),
+            chat_key: chat.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn keys_stay_until_the_entry_is_applied() {
+        let mut queue = Queue::default();
+        queue.push(entry("msg_1", Some("chat-a"), 10));
+        queue.push(entry("msg_2", None, 5));
+        assert!(queue.has_webhook("msg_1") && queue.has_webhook("msg_2"));
+        assert!(queue.has_chat("chat-a") && !queue.has_chat("chat-b"));
+
+        let taken: Vec<Entry> = queue.entries.drain(..).collect();
+        assert!(queue.has_webhook("msg_1"), "taken but not applied yet");
+        queue.applied(&taken);
+        assert!(!queue.has_webhook("msg_1") && !queue.has_chat("chat-a"));
+        assert_eq!((queue.pushed, queue.applied, queue.bytes), (2, 2, 0));
+    }
+
+    #[test]
+    fn full_at_the_byte_limit() {
+        let mut queue = Queue::default();
+        queue.push(entry("msg_1", None, MAX_BYTES - 1));
+        assert!(!queue.is_full());
+        queue.push(entry("msg_2", None, 1));
+        assert!(queue.is_full());
+    }
+}
