@@ -1,8 +1,9 @@
 //! Prints the resident memory of this process after opening a store and
 //! after each scan that the service runs, to see which one holds memory.
 //!
-//! Run with `cargo run --release -p alliance --example store_memory -- DIR`,
-//! where DIR is a store that no service has open.
+//! Run with `cargo run --release -p alliance --example store_memory -- DIR [CACHE_MB]`,
+//! where DIR is a store that no service has open and CACHE_MB the page
+//! cache (16 MB unless given).
 
 use std::path::PathBuf;
 
@@ -18,15 +19,23 @@ fn resident_memory() -> String {
 
 fn main() {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: store_memory DIR (a store directory that no service has open)");
+        eprintln!("usage: store_memory DIR [CACHE_MB] (a store directory that no service has open)");
         std::process::exit(2);
     };
+    let cache_mb: u64 = match std::env::args().nth(2).map(|text| text.parse()) {
+        None => 16,
+        Some(Ok(megabytes)) => megabytes,
+        Some(Err(_)) => {
+            eprintln!("CACHE_MB must be a whole number of megabytes");
+            std::process::exit(2);
+        }
+    };
     println!("before opening: {}", resident_memory());
-    let store = Store::open(&dir, 16 << 20).unwrap_or_else(|error| {
+    let store = Store::open(&dir, cache_mb << 20).unwrap_or_else(|error| {
         eprintln!("cannot open the store in {}: {error}", dir.display());
         std::process::exit(1);
     });
-    println!("store opened, 16 MB cache: {}", resident_memory());
+    println!("store opened, {cache_mb} MB cache: {}", resident_memory());
     // A cutoff of 0 removes nothing but reads every webhook id, as the hourly pruning does.
     let pruned = store.prune_webhook_ids(0).expect("webhook ids readable");
     println!(

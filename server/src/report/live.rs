@@ -17,9 +17,70 @@ use crate::store::records::Millis;
 struct LiveStratum {
     /// Counts without expiry; the patterns are kept sorted.
     counts: StratumCounts,
-    /// Sorted expiry times of the invitations that are neither submitted nor
+    /// Expiry times of the invitations that are neither submitted nor
     /// declined, for the parent and for the professional.
-    expiring: [Vec<Millis>; 2],
+    expiring: [ExpiryTimes; 2],
+}
+
+/// A sorted multiset of expiry times, exact to the millisecond, in about 4
+/// bytes each. The chats of one stratum ended on the same day, so their
+/// expiry times lie close together: those within `u32` milliseconds (49
+/// days) of `base` are kept as offsets from it, any others in full.
+#[derive(Debug, Default)]
+struct ExpiryTimes {
+    base: Millis,
+    near: Vec<u32>,
+    far: Vec<Millis>,
+}
+
+impl ExpiryTimes {
+    fn offset(&self, time: Millis) -> Option<u32> {
+        time.checked_sub(self.base)
+            .and_then(|offset| u32::try_from(offset).ok())
+    }
+
+    fn insert(&mut self, time: Millis) {
+        if self.near.is_empty() && self.far.is_empty() {
+            // Leaves room for times up to 24 days either side of the first.
+            self.base = time.saturating_sub(1 << 31);
+        }
+        match self.offset(time) {
+            Some(offset) => insert_sorted(&mut self.near, offset),
+            None => insert_sorted(&mut self.far, time),
+        }
+    }
+
+    fn remove(&mut self, time: Millis) {
+        match self.offset(time) {
+            Some(offset) => remove_sorted(&mut self.near, offset),
+            None => remove_sorted(&mut self.far, time),
+        }
+    }
+
+    /// How many times are at or before `now`.
+    fn count_until(&self, now: Millis) -> u64 {
+        let near = self
+            .near
+            .partition_point(|offset| self.base + Millis::from(*offset) <= now);
+        let far = self.far.partition_point(|time| *time <= now);
+        (near + far) as u64
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.near.shrink_to_fit();
+        self.far.shrink_to_fit();
+    }
+}
+
+fn insert_sorted<T: Ord>(values: &mut Vec<T>, value: T) {
+    let at = values.partition_point(|known| *known < value);
+    values.insert(at, value);
+}
+
+fn remove_sorted<T: Ord>(values: &mut Vec<T>, value: T) {
+    if let Ok(at) = values.binary_search(&value) {
+        values.remove(at);
+    }
 }
 
 /// Running totals of every live chat, by stratum.
@@ -60,8 +121,7 @@ impl LiveTotals {
         };
         let counts = chat_counts(chat);
         for pattern in &counts.patterns {
-            let at = stratum.counts.patterns.partition_point(|known| known < pattern);
-            stratum.counts.patterns.insert(at, *pattern);
+            insert_sorted(&mut stratum.counts.patterns, *pattern);
         }
         stratum.counts.chats += counts.chats;
         stratum.counts.chats_ineligible += counts.chats_ineligible;
@@ -70,8 +130,7 @@ impl LiveTotals {
         stratum.counts.pairing.merge(&counts.pairing);
         for (times, expiry) in stratum.expiring.iter_mut().zip(expiries(chat)) {
             if let Some(expiry) = expiry {
-                let at = times.partition_point(|time| *time < expiry);
-                times.insert(at, expiry);
+                times.insert(expiry);
             }
         }
     }
@@ -82,9 +141,7 @@ impl LiveTotals {
         };
         let counts = chat_counts(chat);
         for pattern in &counts.patterns {
-            if let Ok(at) = stratum.counts.patterns.binary_search(pattern) {
-                stratum.counts.patterns.remove(at);
-            }
+            remove_sorted(&mut stratum.counts.patterns, *pattern);
         }
         stratum.counts.chats -= counts.chats;
         stratum.counts.chats_ineligible -= counts.chats_ineligible;
@@ -93,13 +150,20 @@ impl LiveTotals {
         stratum.counts.pairing.subtract(&counts.pairing);
         for (times, expiry) in stratum.expiring.iter_mut().zip(expiries(chat)) {
             if let Some(expiry) = expiry {
-                if let Ok(at) = times.binary_search(&expiry) {
-                    times.remove(at);
-                }
+                times.remove(expiry);
             }
         }
         if stratum.counts.chats == 0 && stratum.counts.chats_ineligible == 0 {
             self.strata.remove(chat.stratum);
+        }
+    }
+
+    /// Gives back the room that the vectors grew beyond their contents, after
+    /// the totals of every stored chat were added at once.
+    pub fn shrink_to_fit(&mut self) {
+        for stratum in self.strata.values_mut() {
+            stratum.counts.patterns.shrink_to_fit();
+            stratum.expiring.iter_mut().for_each(ExpiryTimes::shrink_to_fit);
         }
     }
 
@@ -109,10 +173,45 @@ impl LiveTotals {
         for (key, live) in &self.strata {
             let stratum = facts::decode_stratum(key).ok_or_else(|| key.clone())?;
             let mut counts = live.counts.clone();
-            counts.parent.expired = live.expiring[0].partition_point(|time| *time <= now) as u64;
-            counts.professional.expired = live.expiring[1].partition_point(|time| *time <= now) as u64;
+            counts.parent.expired = live.expiring[0].count_until(now);
+            counts.professional.expired = live.expiring[1].count_until(now);
             strata.push((stratum, counts));
         }
         Ok(strata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts like a sorted list of every time, at each time and on either side.
+    #[test]
+    fn expiry_times_count_exactly_near_and_far() {
+        let first = 1_700_000_000_000;
+        let day = 86_400_000;
+        let times = [
+            first,
+            first,
+            first + 1,
+            first - 20 * day,
+            first + 20 * day,
+            first - 30 * day,
+            first + 60 * day,
+            Millis::MIN + 5,
+        ];
+        let mut expiring = ExpiryTimes::default();
+        times.iter().for_each(|time| expiring.insert(*time));
+        expiring.remove(first + 20 * day);
+        expiring.remove(first - 30 * day);
+        expiring.remove(first + 2);
+        let mut kept = times.to_vec();
+        kept.retain(|time| ![first + 20 * day, first - 30 * day].contains(time));
+        for time in times.iter().flat_map(|time| [*time - 1, *time, *time + 1]) {
+            let expected = kept.iter().filter(|kept| **kept <= time).count() as u64;
+            assert_eq!(expiring.count_until(time), expected, "at {time}");
+        }
+        assert!(expiring.far.contains(&(first + 60 * day)));
+        assert!(expiring.far.contains(&(Millis::MIN + 5)));
     }
 }

@@ -382,6 +382,7 @@ impl Store {
             let (_, value) = entry?;
             live.replace(None, Some(&value));
         }
+        live.shrink_to_fit();
         Ok(())
     }
 
