@@ -75,7 +75,7 @@ fn reported_chats(store: &Store) -> u64 {
 }
 
 #[test]
-fn duplicates_are_found_before_and_after_the_chat_reaches_sled() {
+fn duplicates_found_in_inbox_and_sled() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = Store::open(dir.path(), CACHE).expect("store opens");
 
@@ -97,7 +97,7 @@ fn duplicates_are_found_before_and_after_the_chat_reaches_sled() {
 }
 
 #[test]
-fn concurrent_webhooks_for_one_chat_create_it_once() {
+fn concurrent_webhooks_create_chat_once() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = Arc::new(Store::open(dir.path(), CACHE).expect("store opens"));
     let threads: Vec<_> = (0..8)
@@ -113,12 +113,14 @@ fn concurrent_webhooks_for_one_chat_create_it_once() {
         .collect();
     let created: usize = threads.into_iter().map(|thread| thread.join().expect("no panic")).sum();
     assert_eq!(created, 200, "every chat created exactly once");
+    store.settle();
+    assert_eq!(store.inbox_len(), 0);
     assert_eq!(store.chat_count(), 200);
     assert_eq!(store.pending_deliveries().expect("readable").len(), 400);
 }
 
 #[test]
-fn closing_the_store_writes_the_inbox() {
+fn close_writes_inbox() {
     let dir = tempfile::tempdir().expect("temporary directory");
     {
         let store = Store::open(dir.path(), CACHE).expect("store opens");

@@ -32,6 +32,11 @@ pub async fn metrics(state: web::Data<AppState>, request: HttpRequest) -> Result
     let mut text = String::new();
     text.push_str("# HELP alliance_chats_stored Chats in the store.\n# TYPE alliance_chats_stored gauge\n");
     text.push_str(&format!("alliance_chats_stored {}\n", state.store.chat_count()));
+    text.push_str(
+        "# HELP alliance_store_inbox_entries Accepted webhooks not yet written into sled.\n\
+         # TYPE alliance_store_inbox_entries gauge\n",
+    );
+    text.push_str(&format!("alliance_store_inbox_entries {}\n", state.store.inbox_len()));
     text.push_str("# HELP alliance_deliveries_pending Invitations waiting for delivery.\n# TYPE alliance_deliveries_pending gauge\n");
     text.push_str(&format!("alliance_deliveries_pending {}\n", state.store.queue_len()));
     let oldest_age = match state.store.oldest_pending()? {

@@ -7,7 +7,7 @@
 //! inbox entries into sled in batches. While a burst of webhooks arrives, the
 //! processor goes to acknowledging them; sled and the deliveries catch up
 //! when it ends. This is the pattern webhook senders ask receivers to
-//! follow: store the event durably, answer, and process it afterwards.
+//! follow: store the event durably, respond, and process it afterwards.
 //!
 //! The journal holds every inbox entry before it is acknowledged, so a crash
 //! loses nothing: opening the store replays the journal into sled. A
@@ -171,9 +171,9 @@ mod tests {
         assert!(queue.has_webhook("msg_1") && queue.has_webhook("msg_2"));
         assert!(queue.has_chat("chat-a") && !queue.has_chat("chat-b"));
 
-        let taken: Vec<Entry> = queue.entries.drain(..).collect();
-        assert!(queue.has_webhook("msg_1"), "taken but not applied yet");
-        queue.applied(&taken);
+        let drained: Vec<Entry> = queue.entries.drain(..).collect();
+        assert!(queue.has_webhook("msg_1"), "drained but not applied yet");
+        queue.applied(&drained);
         assert!(!queue.has_webhook("msg_1") && !queue.has_chat("chat-a"));
         assert_eq!((queue.pushed, queue.applied, queue.bytes), (2, 2, 0));
     }

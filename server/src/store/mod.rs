@@ -67,7 +67,7 @@ struct Shared {
     inbox: inbox::Inbox,
 }
 
-/// What writes inbox entries into sled: the applier thread and checkpoints.
+/// The writer of inbox entries into sled, shared by the applier thread and checkpoints.
 #[derive(Clone)]
 struct Sink {
     db: sled::Db,
@@ -673,9 +673,14 @@ impl Store {
         })
     }
 
+    /// Counts the chats in sled, without those still in the inbox.
     pub fn chat_count(&self) -> usize {
-        self.settle();
         self.chats.len()
+    }
+
+    /// Counts the accepted webhooks waiting in the inbox to be written into sled.
+    pub fn inbox_len(&self) -> usize {
+        self.shared.inbox.lock().entries.len()
     }
 
     pub fn invitation(&self, id: &InvitationId) -> Result<Option<InvitationRecord>, StoreError> {
@@ -990,15 +995,15 @@ impl Sink {
         // The write lock comes first, so a checkpoint never sees an entry
         // that has left the inbox without being in sled.
         let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut taken: Vec<inbox::Entry> = {
+        let mut batch: Vec<inbox::Entry> = {
             let mut queue = self.shared.inbox.lock();
             let count = queue.entries.len().min(inbox::BATCH);
             queue.entries.drain(..count).collect()
         };
-        let (done, result) = self.apply_entries(&taken);
+        let (done, result) = self.apply_entries(&batch);
         let mut queue = self.shared.inbox.lock();
-        queue.applied(&taken[..done]);
-        for entry in taken.drain(done..).rev() {
+        queue.applied(&batch[..done]);
+        for entry in batch.drain(done..).rev() {
             queue.entries.push_front(entry);
         }
         drop(queue);
@@ -1009,15 +1014,22 @@ impl Sink {
     }
 
     /// Writes the whole inbox into sled, flushes sled and empties the
-    /// journal. Holds the write lock and the inbox, so no write or accepted
-    /// chat lands in the journal between the flush and the truncation.
+    /// journal. The bulk is written and flushed first without blocking
+    /// anyone; then, holding the write lock and the inbox so that no write or
+    /// accepted chat lands in the journal between the last flush and the
+    /// truncation, the remainder is written and flushed.
     fn checkpoint(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        while self.apply_batch()? > 0 {}
+        self.db.flush()?;
+        let unlocked = started.elapsed();
+
         let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut queue = self.shared.inbox.lock();
-        let mut taken: Vec<inbox::Entry> = queue.entries.drain(..).collect();
-        let (done, result) = self.apply_entries(&taken);
-        queue.applied(&taken[..done]);
-        for entry in taken.drain(done..).rev() {
+        let mut batch: Vec<inbox::Entry> = queue.entries.drain(..).collect();
+        let (done, result) = self.apply_entries(&batch);
+        queue.applied(&batch[..done]);
+        for entry in batch.drain(done..).rev() {
             queue.entries.push_front(entry);
         }
         if done > 0 {
@@ -1029,6 +1041,11 @@ impl Sink {
         }
         self.db.flush()?;
         self.shared.journal.truncate()?;
+        tracing::debug!(
+            unlocked_ms = unlocked.as_millis() as u64,
+            locked_ms = (started.elapsed() - unlocked).as_millis() as u64,
+            "store checkpoint"
+        );
         Ok(())
     }
 }
