@@ -9,7 +9,7 @@
 //! when it ends. This is the pattern webhook senders ask receivers to
 //! follow: store the event durably, respond, and process it afterwards.
 //!
-//! The journal holds every inbox entry before it is acknowledged, so a crash
+//! The journal contains every inbox entry before it is acknowledged, so a crash
 //! loses nothing: opening the store replays the journal into sled. A
 //! checkpoint empties the inbox into sled before it empties the journal.
 //!
@@ -24,6 +24,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+use super::seen::SeenFilter;
 
 /// Bytes of journal payload the inbox may hold before new webhooks wait.
 /// Roughly 2 KB per chat, so a burst of about 30 000 chats fits.
@@ -50,13 +52,21 @@ pub(super) struct Queue {
     pushed: u64,
     applied: u64,
     pub closing: bool,
+    /// Set by the flusher when the journal should be emptied; the applier runs the checkpoint.
+    pub checkpoint_due: bool,
+    /// Every webhook id and chat key that sled has held or the inbox holds,
+    /// so most duplicate checks of a new key need not read sled.
+    pub seen_webhooks: SeenFilter,
+    pub seen_chats: SeenFilter,
 }
 
 impl Queue {
     pub fn push(&mut self, entry: Entry) {
         self.bytes += entry.payload.len();
+        self.seen_webhooks.insert(entry.webhook_id.as_bytes());
         self.webhook_ids.insert(entry.webhook_id.clone());
         if let Some(chat_key) = &entry.chat_key {
+            self.seen_chats.insert(chat_key.as_bytes());
             self.chat_keys.insert(chat_key.clone());
         }
         self.entries.push_back(entry);
@@ -117,10 +127,13 @@ impl Inbox {
         self.reached_sled.notify_one();
     }
 
-    /// Waits, up to `timeout`, until the inbox has entries or is closing.
-    pub fn wait_for_entries<'a>(&self, queue: MutexGuard<'a, Queue>, timeout: Duration) -> MutexGuard<'a, Queue> {
+    /// Waits, up to `timeout`, until the inbox has entries, a checkpoint is
+    /// due or the inbox is closing.
+    pub fn wait_for_work<'a>(&self, queue: MutexGuard<'a, Queue>, timeout: Duration) -> MutexGuard<'a, Queue> {
         self.changed
-            .wait_timeout_while(queue, timeout, |queue| queue.entries.is_empty() && !queue.closing)
+            .wait_timeout_while(queue, timeout, |queue| {
+                queue.entries.is_empty() && !queue.checkpoint_due && !queue.closing
+            })
             .unwrap_or_else(PoisonError::into_inner)
             .0
     }
@@ -168,13 +181,16 @@ mod tests {
         let mut queue = Queue::default();
         queue.push(entry("msg_1", Some("chat-a"), 10));
         queue.push(entry("msg_2", None, 5));
-        assert!(queue.has_webhook("msg_1") && queue.has_webhook("msg_2"));
-        assert!(queue.has_chat("chat-a") && !queue.has_chat("chat-b"));
+        assert!(queue.has_webhook("msg_1"));
+        assert!(queue.has_webhook("msg_2"));
+        assert!(queue.has_chat("chat-a"));
+        assert!(!queue.has_chat("chat-b"));
 
         let drained: Vec<Entry> = queue.entries.drain(..).collect();
         assert!(queue.has_webhook("msg_1"), "drained but not applied yet");
         queue.applied(&drained);
-        assert!(!queue.has_webhook("msg_1") && !queue.has_chat("chat-a"));
+        assert!(!queue.has_webhook("msg_1"));
+        assert!(!queue.has_chat("chat-a"));
         assert_eq!((queue.pushed, queue.applied, queue.bytes), (2, 2, 0));
     }
 

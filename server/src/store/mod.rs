@@ -17,6 +17,7 @@ pub mod facts;
 mod inbox;
 mod journal;
 pub mod records;
+mod seen;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -290,6 +291,7 @@ impl Store {
             store.remove_unacknowledged_orphans()?;
         }
         store.build_live_totals()?;
+        store.build_seen_filters()?;
         store.db.flush()?;
         let applier = spawn_applier(sink.clone());
         let thread = spawn_flusher(sink, receiver);
@@ -383,6 +385,19 @@ impl Store {
             live.replace(None, Some(&value));
         }
         live.shrink_to_fit();
+        Ok(())
+    }
+
+    /// Adds every stored webhook id and chat key to the filters that spare
+    /// duplicate checks a read of sled. Runs once, when the store is opened.
+    fn build_seen_filters(&self) -> Result<(), StoreError> {
+        let mut queue = self.shared.inbox.lock();
+        for key in self.webhook_ids.iter().keys() {
+            queue.seen_webhooks.insert(&key?);
+        }
+        for key in self.chats.iter().keys() {
+            queue.seen_chats.insert(&key?);
+        }
         Ok(())
     }
 
@@ -504,10 +519,12 @@ impl Store {
         );
 
         let mut queue = self.shared.inbox.lock();
-        if queue.has_webhook(new.webhook_id) || self.webhook_ids.contains_key(new.webhook_id)? {
+        if self.has_webhook(&queue, new.webhook_id)? {
             return Ok(ChatAcceptance::DuplicateWebhook);
         }
-        let (acceptance, chat_key) = if queue.has_chat(new.chat_key) || self.chats.contains_key(new.chat_key)? {
+        let known_chat = queue.has_chat(new.chat_key)
+            || (queue.seen_chats.may_contain(new.chat_key.as_bytes()) && self.chats.contains_key(new.chat_key)?);
+        let (acceptance, chat_key) = if known_chat {
             payload.clear();
             journal::push_op(
                 &mut payload,
@@ -532,13 +549,23 @@ impl Store {
 
     /// Returns whether a webhook id was accepted before.
     pub fn webhook_seen(&self, id: &str) -> Result<bool, StoreError> {
-        let queue = self.shared.inbox.lock();
-        Ok(queue.has_webhook(id) || self.webhook_ids.contains_key(id)?)
+        self.has_webhook(&self.shared.inbox.lock(), id)
+    }
+
+    /// Looks for a webhook id in the inbox and, unless the filter rules it
+    /// out, in sled. The caller has locked the inbox.
+    fn has_webhook(&self, queue: &inbox::Queue, id: &str) -> Result<bool, StoreError> {
+        Ok(queue.has_webhook(id)
+            || (queue.seen_webhooks.may_contain(id.as_bytes()) && self.webhook_ids.contains_key(id)?))
     }
 
     /// Remembers an accepted webhook id; not durable until [`Store::flush`].
     pub fn remember_webhook(&self, id: &str, now: Millis) -> Result<(), StoreError> {
-        self.write(|writes| writes.insert(TreeId::WebhookIds, id.as_bytes(), &now.to_be_bytes()))
+        self.write(|writes| {
+            // Into the filter first, so that no check can pass it while sled has the id.
+            self.shared.inbox.lock().seen_webhooks.insert(id.as_bytes());
+            writes.insert(TreeId::WebhookIds, id.as_bytes(), &now.to_be_bytes())
+        })
     }
 
     /// Deletes webhook ids received before `cutoff` and returns how many.
@@ -992,7 +1019,7 @@ impl Sink {
     /// Takes up to [`inbox::BATCH`] entries from the inbox and writes them into
     /// sled under the write lock. Entries that failed go back to the front.
     fn apply_batch(&self) -> Result<usize, StoreError> {
-        // The write lock comes first, so a checkpoint never sees an entry
+        // The write lock comes first, so a checkpoint never finds an entry
         // that has left the inbox without being in sled.
         let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch: Vec<inbox::Entry> = {
@@ -1015,9 +1042,9 @@ impl Sink {
 
     /// Writes the whole inbox into sled, flushes sled and empties the
     /// journal. The bulk is written and flushed first without blocking
-    /// anyone; then, holding the write lock and the inbox so that no write or
-    /// accepted chat lands in the journal between the last flush and the
-    /// truncation, the remainder is written and flushed.
+    /// anyone. Then the remainder is written and flushed under the write lock
+    /// and the inbox, so that no write or accepted chat lands in the journal
+    /// between the last flush and the truncation.
     fn checkpoint(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         while self.apply_batch()? > 0 {}
@@ -1053,7 +1080,8 @@ impl Sink {
 /// Starts the applier: the thread that writes inbox entries into sled. It
 /// runs at a lower CPU priority than the request handlers (nice 10 on
 /// Linux), so a burst of webhooks is acknowledged first and written into
-/// sled after; the inbox limit keeps the lag bounded.
+/// sled after. The inbox limit keeps the lag bounded. It also runs the
+/// checkpoints that the flusher requests.
 fn spawn_applier(sink: Sink) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("store-applier".into())
@@ -1063,20 +1091,22 @@ fn spawn_applier(sink: Sink) -> thread::JoinHandle<()> {
                 tracing::debug!(%error, "could not lower the priority of the store applier");
             }
             loop {
-                {
+                let checkpoint_due = {
                     let queue = sink.shared.inbox.lock();
-                    let queue = sink.shared.inbox.wait_for_entries(queue, Duration::from_secs(1));
+                    let mut queue = sink.shared.inbox.wait_for_work(queue, Duration::from_secs(1));
                     if queue.closing {
-                        // The final checkpoint writes what is left.
+                        // The flusher's final checkpoint writes what is left.
                         return;
                     }
-                    if queue.entries.is_empty() {
-                        continue;
-                    }
-                }
+                    std::mem::take(&mut queue.checkpoint_due)
+                };
                 if let Err(error) = sink.apply_batch() {
                     tracing::error!(%error, "writing accepted chats into the store failed; the journal keeps them; retrying in 1 s");
                     thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                if checkpoint_due && let Err(error) = sink.checkpoint() {
+                    tracing::error!(%error, "store checkpoint failed; the journal keeps every write");
                 }
             }
         })
@@ -1085,7 +1115,8 @@ fn spawn_applier(sink: Sink) -> thread::JoinHandle<()> {
 
 /// Starts the thread that makes writes durable: it takes every waiting flush
 /// request, writes the journal once with one `fdatasync`, and answers them
-/// all. It also runs the checkpoints that empty the journal into sled.
+/// all. It requests a checkpoint from the applier every 30 seconds or 64 MiB of
+/// journal, and runs the last one itself when the store closes.
 fn spawn_flusher(sink: Sink, requests: mpsc::Receiver<FlushReply>) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("store-flusher".into())
@@ -1117,9 +1148,10 @@ fn spawn_flusher(sink: Sink, requests: mpsc::Receiver<FlushReply>) -> thread::Jo
                     }
                 };
                 if journal_size >= CHECKPOINT_BYTES || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
-                    if let Err(error) = sink.checkpoint() {
-                        tracing::error!(%error, "store checkpoint failed; the journal keeps every write");
-                    }
+                    // The applier runs it, so this thread goes on syncing
+                    // the journal for requests while sled is flushed.
+                    sink.shared.inbox.lock().checkpoint_due = true;
+                    sink.shared.inbox.notify_pushed();
                     last_checkpoint = Instant::now();
                 }
             }
