@@ -136,3 +136,130 @@ fn close_writes_inbox() {
     assert_eq!(reported_chats(&store), 2_000);
     assert_eq!(accept(&store, "msg_1999", "chat-new"), ChatAcceptance::DuplicateWebhook);
 }
+
+/// A checkpoint must finish while webhooks keep arriving. Its first step
+/// loops `while apply_batch() > 0`, so as long as the senders refill the
+/// inbox as fast as it is written into sled (which is what waiting for
+/// room does under a sustained load) the checkpoint never reaches the step
+/// that empties the journal, and the journal grows without bound.
+#[test]
+fn checkpoint_finishes_during_sustained_intake() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Arc::new(Store::open(dir.path(), CACHE).expect("store opens"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Like Store::inbox_room: wait while the inbox is full.
+                if store.inbox_len() > 2_000 {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                accept(&store, &format!("msg_{n}"), &format!("chat-{n}"));
+                n += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let checkpoint = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || store.flush_blocking().expect("checkpoint"))
+    };
+    let deadline = Duration::from_secs(10);
+    while !checkpoint.is_finished() && started.elapsed() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let finished = checkpoint.is_finished();
+    stop.store(true, Ordering::Relaxed);
+    producer.join().expect("producer");
+    checkpoint.join().expect("checkpoint thread");
+    assert!(
+        finished,
+        "the checkpoint was still running after {deadline:?} of steady intake; the journal is never emptied"
+    );
+}
+
+/// kill -9 while webhooks are acknowledged and checkpoints truncate the
+/// journal: every acknowledged webhook must be complete after reopening.
+/// The child process is this test binary, run with ALLIANCE_CRASH_DIR set.
+#[test]
+fn acknowledged_chats_survive_kill_during_checkpoints() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("ALLIANCE_CRASH_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("child starts");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+
+    let acked = std::fs::read_to_string(dir.path().join("acked")).unwrap_or_default();
+    let acked: Vec<&str> = acked.lines().filter(|line| line.ends_with(';')).collect();
+    assert!(acked.len() > 100, "the child acknowledged only {} webhooks", acked.len());
+    let store = Store::open(&dir.path().join("store"), CACHE).expect("store opens after the crash");
+    for line in acked {
+        let n = line.trim_end_matches(';');
+        let webhook = format!("msg_{n}");
+        let chat = format!("chat-{n}");
+        assert!(store.webhook_seen(&webhook).expect("readable"), "{webhook} lost");
+        let record = store.chat(&chat).expect("readable").unwrap_or_else(|| panic!("{chat} lost"));
+        for id in [&record.parent_invitation, &record.professional_invitation] {
+            assert!(store.invitation(id).expect("readable").is_some(), "invitation of {chat} lost");
+        }
+    }
+}
+
+#[test]
+#[ignore = "run by acknowledged_chats_survive_kill_during_checkpoints"]
+fn crash_child() {
+    use std::io::Write;
+    let Some(dir) = std::env::var_os("ALLIANCE_CRASH_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let store = Store::open(&dir.join("store"), CACHE).expect("store opens");
+    {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            loop {
+                store.flush_blocking().expect("checkpoint");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+    }
+    let acked = std::sync::Mutex::new(std::fs::File::create(dir.join("acked")).expect("acked file"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let acked = Arc::new(acked);
+        let tasks: Vec<_> = (0..8u64)
+            .map(|task| {
+                let (store, acked) = (store.clone(), Arc::clone(&acked));
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        let n = i * 8 + task;
+                        store.inbox_room().await;
+                        accept(&store, &format!("msg_{n}"), &format!("chat-{n}"));
+                        store.flush().await.expect("flushed");
+                        // The 202: written before the kill, so the parent sees it.
+                        acked.lock().unwrap().write_all(format!("{n};\n").as_bytes()).expect("written");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+}

@@ -311,6 +311,36 @@ mod tests {
         assert_eq!(records(&bytes).0, vec![&payload[..]]);
     }
 
+    /// A failed write or fdatasync must not forget the queued records: the
+    /// flusher answers every later flush request from the next sync, so a
+    /// record dropped here is acknowledged (a retried webhook that the inbox
+    /// reports as a duplicate, or a delivery) without being on disk.
+    #[test]
+    fn failed_sync_keeps_the_queued_records() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("journal");
+        drop(Journal::open_empty(&path).expect("journal opens"));
+        // A handle that cannot write stands in for a disk that fails once.
+        let journal = Journal {
+            file: Mutex::new(JournalFile {
+                file: File::open(&path).expect("readable"),
+                length: 0,
+            }),
+            pending: Mutex::new(Vec::new()),
+        };
+        let mut payload = Vec::new();
+        push_op(&mut payload, TreeId::WebhookIds, b"msg_1", Some(b"0"));
+        journal.append(&payload);
+        assert!(journal.sync().is_err(), "the write fails");
+
+        // The disk recovers.
+        journal.file.lock().unwrap().file = OpenOptions::new().append(true).open(&path).expect("writable");
+        assert!(journal.has_records(), "the record that failed to sync is still waiting");
+        journal.sync().expect("synced");
+        let bytes = Journal::read_leftover(&path).expect("readable");
+        assert_eq!(records(&bytes).0, vec![&payload[..]], "the record reached the file");
+    }
+
     #[test]
     fn unknown_tree_or_kind_is_damage() {
         assert!(parse_ops(&[9, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
