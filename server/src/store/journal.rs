@@ -196,8 +196,18 @@ impl Journal {
         let mut journal = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         let bytes = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         if !bytes.is_empty() {
-            journal.file.write_all(&bytes)?;
-            journal.file.sync_data()?;
+            let written = journal.file.write_all(&bytes).and_then(|()| journal.file.sync_data());
+            if let Err(error) = written {
+                // Cut off whatever part of the records reached the file, so no
+                // torn record hides the ones written after it, and keep them
+                // queued: they are written again, whole, by the next sync.
+                let length = journal.length;
+                let _ = journal.file.set_len(length);
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                let newer = std::mem::replace(&mut *pending, bytes);
+                pending.extend_from_slice(&newer);
+                return Err(error);
+            }
             journal.length += bytes.len() as u64;
         }
         Ok(journal.length)
