@@ -203,16 +203,26 @@ fn acknowledged_chats_survive_kill_during_checkpoints() {
 
     let acked = std::fs::read_to_string(dir.path().join("acked")).unwrap_or_default();
     let acked: Vec<&str> = acked.lines().filter(|line| line.ends_with(';')).collect();
-    assert!(acked.len() > 100, "the child acknowledged only {} webhooks", acked.len());
+    assert!(
+        acked.len() > 100,
+        "the child acknowledged only {} webhooks",
+        acked.len()
+    );
     let store = Store::open(&dir.path().join("store"), CACHE).expect("store opens after the crash");
     for line in acked {
         let n = line.trim_end_matches(';');
         let webhook = format!("msg_{n}");
         let chat = format!("chat-{n}");
         assert!(store.webhook_seen(&webhook).expect("readable"), "{webhook} lost");
-        let record = store.chat(&chat).expect("readable").unwrap_or_else(|| panic!("{chat} lost"));
+        let record = store
+            .chat(&chat)
+            .expect("readable")
+            .unwrap_or_else(|| panic!("{chat} lost"));
         for id in [&record.parent_invitation, &record.professional_invitation] {
-            assert!(store.invitation(id).expect("readable").is_some(), "invitation of {chat} lost");
+            assert!(
+                store.invitation(id).expect("readable").is_some(),
+                "invitation of {chat} lost"
+            );
         }
     }
 }
@@ -253,7 +263,11 @@ fn crash_child() {
                         accept(&store, &format!("msg_{n}"), &format!("chat-{n}"));
                         store.flush().await.expect("flushed");
                         // The 202: written before the kill, so the parent sees it.
-                        acked.lock().unwrap().write_all(format!("{n};\n").as_bytes()).expect("written");
+                        acked
+                            .lock()
+                            .unwrap()
+                            .write_all(format!("{n};\n").as_bytes())
+                            .expect("written");
                     }
                 })
             })

@@ -179,6 +179,7 @@ fn running_totals_match_a_scan() {
     for number in 2_000..4_000 {
         write_chat(&store, &key, number, now - DAY).expect("new chat written");
     }
+    store.settle();
     let by_scan = |store: &Store, at: i64| normalized(report::count_strata_by_scan(store, at).expect("scan"));
     let running = |store: &Store, at: i64| normalized(report::count_strata(store, at).expect("totals"));
 

@@ -16,13 +16,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use clap::Args;
 
 use crate::cli::CliError;
 use crate::config::{RawSettings, Settings};
-use crate::signature::WebhookSecret;
+use crate::demo::loopback::{self, LoopbackSecrets};
 use crate::startup;
 use load::{Pace, PhaseResult, Target, Workload};
 use recorder::RecordingPlatform;
@@ -75,17 +73,10 @@ pub struct BenchArgs {
     fill_threads: usize,
 }
 
-/// Secrets shared by the load client, the recording platform and the service.
-struct BenchSecrets {
-    webhook_secret: WebhookSecret,
-    platform_token: String,
-    signing_secret: WebhookSecret,
-}
-
 /// The loaded service and what must be stopped afterwards.
 struct Setup {
     base_url: String,
-    secrets: BenchSecrets,
+    secrets: LoopbackSecrets,
     platform: RecordingPlatform,
     in_process: Option<(actix_web::dev::ServerHandle, actix_web::web::Data<startup::AppState>)>,
     /// Keeps the temporary store until the run ends.
@@ -162,11 +153,7 @@ async fn set_up(config_file: Option<&Path>, arguments: &BenchArgs) -> Result<Set
                 .prefix("alliance-bench-")
                 .tempdir()
                 .map_err(|error| format!("cannot create a temporary store: {error}"))?;
-            let secrets = BenchSecrets {
-                webhook_secret: WebhookSecret::generate().0,
-                platform_token: crate::token::hex(&rand::random::<[u8; 32]>()),
-                signing_secret: WebhookSecret::generate().0,
-            };
+            let secrets = LoopbackSecrets::generate();
             let platform = RecordingPlatform::start(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
                 secrets.platform_token.clone(),
@@ -188,9 +175,9 @@ async fn set_up(config_file: Option<&Path>, arguments: &BenchArgs) -> Result<Set
         Some(target) => {
             let base_url = loopback_target(target)?;
             let (settings, _) = crate::cli::service_settings(config_file)?;
-            let secrets = secrets_from(&settings)?;
+            let secrets = LoopbackSecrets::from_settings(&settings)?;
             let platform = RecordingPlatform::start(
-                platform_address(&settings)?,
+                loopback::platform_address(&settings, "recording platform")?,
                 secrets.platform_token.clone(),
                 secrets.signing_secret.clone(),
             )?;
@@ -212,23 +199,16 @@ async fn set_up(config_file: Option<&Path>, arguments: &BenchArgs) -> Result<Set
 fn bench_settings(
     config_file: Option<&Path>,
     data_dir: &Path,
-    secrets: &BenchSecrets,
+    secrets: &LoopbackSecrets,
     platform: SocketAddr,
 ) -> Result<Settings, CliError> {
     let mut raw = RawSettings::load(config_file)?;
     let source = || "alliance bench".to_string();
-    let overrides: [(&'static str, String); 9] = [
-        ("listen", "127.0.0.1:0".into()),
-        ("data_dir", data_dir.display().to_string()),
-        ("secret_key", STANDARD.encode(rand::random::<[u8; 32]>())),
-        ("webhook_secrets", secrets.webhook_secret.expose_text()),
-        ("platform_kind", "generic".into()),
-        ("platform_url", format!("http://{platform}")),
-        ("platform_token", secrets.platform_token.clone()),
-        ("platform_signing_secret", secrets.signing_secret.expose_text()),
+    let own = [
+        ("listen", "127.0.0.1:0".to_string()),
         ("admin_token", crate::token::hex(&rand::random::<[u8; 32]>())),
     ];
-    for (key, value) in overrides {
+    for (key, value) in own.into_iter().chain(secrets.service_settings(data_dir, platform)) {
         raw.set(key, value, source());
     }
     raw.set_default("delivery_rate_per_second", "0".into(), source());
@@ -252,45 +232,6 @@ fn loopback_target(target: &str) -> Result<String, CliError> {
         )));
     }
     Ok(target.trim_end_matches('/').to_string())
-}
-
-fn secrets_from(settings: &Settings) -> Result<BenchSecrets, CliError> {
-    let missing = |name: &str| CliError::Failed(format!("--target needs {name}, the same value the service uses"));
-    Ok(BenchSecrets {
-        webhook_secret: settings
-            .webhook_secrets
-            .first()
-            .cloned()
-            .ok_or_else(|| missing("ALLIANCE_WEBHOOK_SECRETS"))?,
-        platform_token: settings
-            .platform_token
-            .as_ref()
-            .ok_or_else(|| missing("ALLIANCE_PLATFORM_TOKEN"))?
-            .expose()
-            .to_string(),
-        signing_secret: settings
-            .platform_signing_secret
-            .clone()
-            .ok_or_else(|| missing("ALLIANCE_PLATFORM_SIGNING_SECRET"))?,
-    })
-}
-
-/// The loopback address of ALLIANCE_PLATFORM_URL, where the recording platform listens.
-fn platform_address(settings: &Settings) -> Result<SocketAddr, CliError> {
-    let url = settings.platform_url.as_ref().ok_or_else(|| {
-        CliError::Failed("--target needs ALLIANCE_PLATFORM_URL: the recording platform listens there".into())
-    })?;
-    let addresses = url
-        .socket_addrs(|| Some(80))
-        .map_err(|error| format!("cannot resolve ALLIANCE_PLATFORM_URL {url}: {error}"))?;
-    addresses
-        .into_iter()
-        .find(|address| address.ip().is_loopback())
-        .ok_or_else(|| {
-            CliError::Failed(format!(
-                "ALLIANCE_PLATFORM_URL {url} is not a loopback address; the recording platform runs on loopback only"
-            ))
-        })
 }
 
 /// Results of all rounds.

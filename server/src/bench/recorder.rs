@@ -4,17 +4,17 @@
 //! per idempotency key and `409` to repeats, and never fails on purpose.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
+use crate::demo::platform::{check_credentials, header_text, serve};
 use crate::questionnaire::Role;
-use crate::signature::{self, WebhookSecret};
-use crate::startup::now_millis;
+use crate::signature::WebhookSecret;
 
 /// First arrival of the parent's and the professional's invitation.
 #[derive(Clone, Copy, Default)]
@@ -54,33 +54,12 @@ pub struct RecordingPlatform {
 impl RecordingPlatform {
     /// Starts the platform on a loopback `address` (port 0 picks a free port).
     pub fn start(address: SocketAddr, api_token: String, signing_secret: WebhookSecret) -> Result<Self, String> {
-        if !address.ip().is_loopback() {
-            return Err(format!(
-                "the recording platform listens on loopback only, not on {address}"
-            ));
-        }
         let shared = Arc::new(Shared {
             api_token,
             signing_secret,
             state: Mutex::new(State::default()),
         });
-        let listener = TcpListener::bind(address)
-            .map_err(|error| format!("the recording platform cannot listen on {address}: {error}"))?;
-        let address = listener.local_addr().map_err(|error| error.to_string())?;
-        let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(64 * 1024))
-                .route("/chats/{chat_id}/messages", web::post().to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .map_err(|error| format!("the recording platform cannot start: {error}"))?
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let (address, handle) = serve(address, web::Data::from(shared.clone()), receive, "recording platform")?;
         Ok(Self {
             address,
             handle,
@@ -115,33 +94,15 @@ async fn receive(
     body: web::Bytes,
 ) -> HttpResponse {
     let arrived = Instant::now();
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-    };
+    let header = |name: &str| header_text(&request, name);
     let reject = |status: u16, message: &str| {
         shared.state.lock().expect("platform state").rejected += 1;
         let status = actix_web::http::StatusCode::from_u16(status).expect("valid status");
         HttpResponse::build(status).json(json!({ "error": "rejected", "message": message }))
     };
 
-    if header("authorization") != format!("Bearer {}", shared.api_token) {
-        return reject(401, "missing or wrong API token");
-    }
-    let id = header("webhook-id");
-    let verified = signature::verify(
-        std::slice::from_ref(&shared.signing_secret),
-        id,
-        header("webhook-timestamp"),
-        &body,
-        header("webhook-signature"),
-        now_millis() / 1000,
-    );
-    if verified.is_err() {
-        return reject(401, "the request signature does not verify");
+    if let Err((_, message)) = check_credentials(&request, &body, &shared.api_token, &shared.signing_secret) {
+        return reject(401, message);
     }
     let key = header("idempotency-key").to_string();
     if key.is_empty() {

@@ -2,6 +2,7 @@
 //! running one with `--target`), starts a simulated chat platform on
 //! loopback, replays the 2022 study through HTTP and prints the report.
 
+pub mod loopback;
 pub mod platform;
 pub mod replay;
 pub mod study;
@@ -12,16 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use clap::Args;
 use serde_json::json;
 
 use crate::cli::{CliError, Format, print_report};
 use crate::config::{RawSettings, Settings};
 use crate::report::Report;
-use crate::signature::WebhookSecret;
 use crate::startup;
+use loopback::LoopbackSecrets;
 use platform::SimulatedPlatform;
 use replay::Replay;
 
@@ -49,12 +48,32 @@ pub struct DemoArgs {
     summary: Option<PathBuf>,
 }
 
-/// Secrets shared by the replay, the simulated platform and the service.
+/// Secrets shared by the replay, the simulated platform and the service,
+/// and the admin token the demo fetches the report with.
 struct DemoSecrets {
-    webhook_secret: WebhookSecret,
-    platform_token: String,
-    signing_secret: WebhookSecret,
+    loopback: LoopbackSecrets,
     admin_token: String,
+}
+
+impl DemoSecrets {
+    fn generate() -> Self {
+        Self {
+            loopback: LoopbackSecrets::generate(),
+            admin_token: crate::token::hex(&rand::random::<[u8; 32]>()),
+        }
+    }
+
+    fn from_settings(settings: &Settings) -> Result<Self, CliError> {
+        Ok(Self {
+            loopback: LoopbackSecrets::from_settings(settings)?,
+            admin_token: settings
+                .admin_token
+                .as_ref()
+                .ok_or_else(|| loopback::missing_for_target("ALLIANCE_ADMIN_TOKEN"))?
+                .expose()
+                .to_string(),
+        })
+    }
 }
 
 pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), CliError> {
@@ -77,11 +96,11 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
                 .prefix("alliance-demo-")
                 .tempdir()
                 .map_err(|error| format!("cannot create a temporary store: {error}"))?;
-            let secrets = generate_secrets();
+            let secrets = DemoSecrets::generate();
             let platform = SimulatedPlatform::start(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
-                secrets.platform_token.clone(),
-                secrets.signing_secret.clone(),
+                secrets.loopback.platform_token.clone(),
+                secrets.loopback.signing_secret.clone(),
                 arguments.platform_failure_rate,
             )?;
             let settings = demo_settings(config_file, directory.path(), &secrets, platform.address)?;
@@ -96,12 +115,12 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
         }
         Some(target) => {
             let (settings, _) = crate::cli::service_settings(config_file)?;
-            let secrets = secrets_from(&settings)?;
-            let platform_address = platform_address(&settings)?;
+            let secrets = DemoSecrets::from_settings(&settings)?;
+            let platform_address = loopback::platform_address(&settings, "simulated platform")?;
             let platform = SimulatedPlatform::start(
                 platform_address,
-                secrets.platform_token.clone(),
-                secrets.signing_secret.clone(),
+                secrets.loopback.platform_token.clone(),
+                secrets.loopback.signing_secret.clone(),
                 arguments.platform_failure_rate,
             )?;
             (target.trim_end_matches('/').to_string(), secrets, platform)
@@ -120,7 +139,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
     let replay = Replay {
         client: client.clone(),
         target: target.clone(),
-        webhook_secret: secrets.webhook_secret.clone(),
+        webhook_secret: secrets.loopback.webhook_secret.clone(),
         platform: platform.clone(),
         concurrency: arguments.concurrency,
         retries: AtomicU64::new(0),
@@ -207,16 +226,6 @@ async fn wait_for_stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn generate_secrets() -> DemoSecrets {
-    let random_hex = || crate::token::hex(&rand::random::<[u8; 32]>());
-    DemoSecrets {
-        webhook_secret: WebhookSecret::generate().0,
-        platform_token: random_hex(),
-        signing_secret: WebhookSecret::generate().0,
-        admin_token: random_hex(),
-    }
-}
-
 /// Settings of the demo's own service: loopback, a temporary store, the
 /// simulated platform, and fresh secrets that are never printed.
 fn demo_settings(
@@ -231,71 +240,22 @@ fn demo_settings(
         .and_then(|listener| listener.local_addr())
         .map_err(|error| format!("cannot find a free port on 127.0.0.1: {error}"))?;
     let mut raw = RawSettings::load(config_file)?;
-    let overrides: [(&'static str, String); 9] = [
+    let own = [
         ("listen", listen.to_string()),
         ("public_url", format!("http://{listen}")),
-        ("data_dir", data_dir.display().to_string()),
-        ("secret_key", STANDARD.encode(rand::random::<[u8; 32]>())),
-        ("webhook_secrets", secrets.webhook_secret.expose_text()),
-        ("platform_kind", "generic".into()),
-        ("platform_url", format!("http://{platform}")),
-        ("platform_token", secrets.platform_token.clone()),
-        ("platform_signing_secret", secrets.signing_secret.expose_text()),
+        ("admin_token", secrets.admin_token.clone()),
     ];
-    for (key, value) in overrides {
+    for (key, value) in own
+        .into_iter()
+        .chain(secrets.loopback.service_settings(data_dir, platform))
+    {
         raw.set(key, value, "the demo".into());
     }
-    raw.set("admin_token", secrets.admin_token.clone(), "the demo".into());
     // The simulated platform takes any rate; the default limit protects real ones.
     raw.set("delivery_rate_per_second", "0".into(), "the demo".into());
     let settings = raw.validate()?;
     settings.check_ready_to_serve()?;
     Ok(settings)
-}
-
-fn secrets_from(settings: &Settings) -> Result<DemoSecrets, CliError> {
-    let missing = |name: &str| CliError::Failed(format!("--target needs {name}, the same value the service uses"));
-    Ok(DemoSecrets {
-        webhook_secret: settings
-            .webhook_secrets
-            .first()
-            .cloned()
-            .ok_or_else(|| missing("ALLIANCE_WEBHOOK_SECRETS"))?,
-        platform_token: settings
-            .platform_token
-            .as_ref()
-            .ok_or_else(|| missing("ALLIANCE_PLATFORM_TOKEN"))?
-            .expose()
-            .to_string(),
-        signing_secret: settings
-            .platform_signing_secret
-            .clone()
-            .ok_or_else(|| missing("ALLIANCE_PLATFORM_SIGNING_SECRET"))?,
-        admin_token: settings
-            .admin_token
-            .as_ref()
-            .ok_or_else(|| missing("ALLIANCE_ADMIN_TOKEN"))?
-            .expose()
-            .to_string(),
-    })
-}
-
-/// The loopback address of ALLIANCE_PLATFORM_URL, where the simulated platform listens.
-fn platform_address(settings: &Settings) -> Result<SocketAddr, CliError> {
-    let url = settings.platform_url.as_ref().ok_or_else(|| {
-        CliError::Failed("--target needs ALLIANCE_PLATFORM_URL: the simulated platform listens there".into())
-    })?;
-    let addresses = url
-        .socket_addrs(|| Some(80))
-        .map_err(|error| format!("cannot resolve ALLIANCE_PLATFORM_URL {url}: {error}"))?;
-    addresses
-        .into_iter()
-        .find(|address| address.ip().is_loopback())
-        .ok_or_else(|| {
-            CliError::Failed(format!(
-                "ALLIANCE_PLATFORM_URL {url} is not a loopback address; the simulated platform runs on loopback only"
-            ))
-        })
 }
 
 async fn fetch_report(client: &reqwest::Client, target: &str, admin_token: &str) -> Result<Report, CliError> {

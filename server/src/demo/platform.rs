@@ -74,11 +74,6 @@ impl SimulatedPlatform {
         signing_secret: WebhookSecret,
         failure_rate: f64,
     ) -> Result<Self, String> {
-        if !address.ip().is_loopback() {
-            return Err(format!(
-                "the simulated platform listens on loopback only, not on {address}"
-            ));
-        }
         let shared = Arc::new(Shared {
             api_token,
             signing_secret,
@@ -86,24 +81,7 @@ impl SimulatedPlatform {
             state: Mutex::new(State::default()),
             arrived: tokio::sync::Notify::new(),
         });
-        let listener = TcpListener::bind(address)
-            .map_err(|error| format!("simulated platform cannot listen on {address}: {error}"))?;
-        let address = listener.local_addr().map_err(|error| error.to_string())?;
-
-        let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(64 * 1024))
-                .route("/chats/{chat_id}/messages", web::post().to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .map_err(|error| format!("simulated platform cannot start: {error}"))?
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let (address, handle) = serve(address, web::Data::from(shared.clone()), receive, "simulated platform")?;
         Ok(Self {
             address,
             handle,
@@ -138,6 +116,75 @@ impl SimulatedPlatform {
     }
 }
 
+/// Starts a one-worker HTTP server on a loopback `address` (port 0 picks a
+/// free port) that routes the platform's messages endpoint to `receive`,
+/// and returns the address it listens on. `name` goes into errors.
+pub fn serve<T, H, Args>(
+    address: SocketAddr,
+    data: web::Data<T>,
+    receive: H,
+    name: &str,
+) -> Result<(SocketAddr, ServerHandle), String>
+where
+    T: Send + Sync + 'static,
+    H: actix_web::Handler<Args> + Clone + Send + 'static,
+    Args: actix_web::FromRequest + 'static,
+    H::Output: actix_web::Responder + 'static,
+{
+    if !address.ip().is_loopback() {
+        return Err(format!("the {name} listens on loopback only, not on {address}"));
+    }
+    let listener =
+        TcpListener::bind(address).map_err(|error| format!("the {name} cannot listen on {address}: {error}"))?;
+    let address = listener.local_addr().map_err(|error| error.to_string())?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024))
+            .route("/chats/{chat_id}/messages", web::post().to(receive.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(|error| format!("the {name} cannot start: {error}"))?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok((address, handle))
+}
+
+/// Checks the Bearer token and the Standard Webhooks signature of a request
+/// to the platform. Returns the error code and message of the `401` otherwise.
+pub fn check_credentials(
+    request: &HttpRequest,
+    body: &[u8],
+    api_token: &str,
+    signing_secret: &WebhookSecret,
+) -> Result<(), (&'static str, &'static str)> {
+    let header = |name: &str| header_text(request, name);
+    if header("authorization") != format!("Bearer {api_token}") {
+        return Err(("unauthorized", "missing or wrong API token"));
+    }
+    signature::verify(
+        std::slice::from_ref(signing_secret),
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        body,
+        header("webhook-signature"),
+        now_millis() / 1000,
+    )
+    .map_err(|_| ("invalid_signature", "the request signature does not verify"))
+}
+
+/// Returns the value of header `name` as text, or "" when it is missing or not visible ASCII.
+pub fn header_text<'a>(request: &'a HttpRequest, name: &str) -> &'a str {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+}
+
 fn problem(status: u16, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"))
         .json(json!({ "error": code, "message": message }))
@@ -149,33 +196,16 @@ async fn receive(
     chat_id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-    };
+    let header = |name: &str| header_text(&request, name);
     let reject = |status: u16, code: &str, message: &str| {
         shared.state.lock().expect("platform state").stats.rejected += 1;
         problem(status, code, message)
     };
 
-    if header("authorization") != format!("Bearer {}", shared.api_token) {
-        return reject(401, "unauthorized", "missing or wrong API token");
+    if let Err((code, message)) = check_credentials(&request, &body, &shared.api_token, &shared.signing_secret) {
+        return reject(401, code, message);
     }
     let id = header("webhook-id");
-    let verified = signature::verify(
-        std::slice::from_ref(&shared.signing_secret),
-        id,
-        header("webhook-timestamp"),
-        &body,
-        header("webhook-signature"),
-        now_millis() / 1000,
-    );
-    if verified.is_err() {
-        return reject(401, "invalid_signature", "the request signature does not verify");
-    }
     let key = header("idempotency-key").to_string();
     if key.is_empty() || key != id {
         return reject(

@@ -147,6 +147,9 @@ pub async fn exchange_code(
     }
 
     let chat_key = state.pseudonym_key.pseudonym("chat", &conversation);
+    // The console may ask as soon as the chat ends, before its webhook's
+    // write has left the store's inbox.
+    state.store.settle();
     let chat = state.store.chat(&chat_key)?.ok_or_else(no_questionnaire)?;
     let participant = chat.professional_participant.as_deref().ok_or_else(no_questionnaire)?;
     let expected = console_code(&state, participant).replace('-', "");

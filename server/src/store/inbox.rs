@@ -31,6 +31,9 @@ use super::seen::SeenFilter;
 /// Roughly 2 KB per chat, so a burst of about 30 000 chats fits.
 pub(super) const MAX_BYTES: usize = 64 << 20;
 
+/// Maximum time a read waits for the inbox to reach sled.
+pub(super) const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
 /// Entries the applier writes into sled under one hold of the write lock.
 pub(super) const BATCH: usize = 256;
 
@@ -138,15 +141,23 @@ impl Inbox {
             .0
     }
 
-    /// Blocks until every entry pushed before the call is in sled.
+    /// Blocks until every entry pushed before the call is in sled, or for
+    /// at most [`SETTLE_LIMIT`]: when sled keeps failing, a read goes on with
+    /// what sled has rather than hang.
     pub fn settle(&self) {
         let queue = self.lock();
         let target = queue.pushed;
-        drop(
-            self.changed
-                .wait_while(queue, |queue| queue.applied < target && !queue.closing)
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let (queue, waited) = self
+            .changed
+            .wait_timeout_while(queue, SETTLE_LIMIT, |queue| queue.applied < target && !queue.closing)
+            .unwrap_or_else(PoisonError::into_inner);
+        if waited.timed_out() {
+            tracing::warn!(
+                waiting = queue.entries.len(),
+                "a read went on after waiting {} s for accepted chats to reach the store",
+                SETTLE_LIMIT.as_secs()
+            );
+        }
     }
 
     /// Waits until the inbox has room for more entries.

@@ -597,8 +597,9 @@ impl Store {
         })
     }
 
+    /// Reads a chat from sled. A chat still in the inbox is not found; the
+    /// callers look up chats of delivered invitations, which are in sled.
     pub fn chat(&self, key: &str) -> Result<Option<ChatRecord>, StoreError> {
-        self.settle();
         self.chats
             .get(key)?
             .map(|bytes| decode(key.as_bytes(), &bytes))
@@ -781,6 +782,7 @@ impl Store {
     }
 
     pub fn pending_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
+        self.settle();
         self.queue
             .iter()
             .map(|entry| {
@@ -1109,6 +1111,8 @@ fn spawn_applier(sink: Sink) -> thread::JoinHandle<()> {
                 };
                 if let Err(error) = sink.apply_batch() {
                     tracing::error!(%error, "writing accepted chats into the store failed; the journal keeps them; retrying in 1 s");
+                    // The checkpoint waits for the retry instead of the next interval.
+                    sink.shared.inbox.lock().checkpoint_due |= checkpoint_due;
                     thread::sleep(Duration::from_secs(1));
                     continue;
                 }

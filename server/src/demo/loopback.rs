@@ -1,0 +1,94 @@
+//! Shared parts of `alliance demo` and `alliance bench`, which run the
+//! service against a platform of their own on loopback: the secrets the
+//! three sides share, the service settings that wire them together, and the
+//! platform's address when the service already runs.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::cli::CliError;
+use crate::config::Settings;
+use crate::signature::WebhookSecret;
+
+/// Secrets shared by the client that signs webhooks, the platform on
+/// loopback and the service.
+pub struct LoopbackSecrets {
+    pub webhook_secret: WebhookSecret,
+    pub platform_token: String,
+    pub signing_secret: WebhookSecret,
+}
+
+impl LoopbackSecrets {
+    /// Generates fresh secrets for a service started on a temporary store.
+    pub fn generate() -> Self {
+        Self {
+            webhook_secret: WebhookSecret::generate().0,
+            platform_token: crate::token::hex(&rand::random::<[u8; 32]>()),
+            signing_secret: WebhookSecret::generate().0,
+        }
+    }
+
+    /// Reads the secrets of a running service from its settings, for `--target`.
+    pub fn from_settings(settings: &Settings) -> Result<Self, CliError> {
+        Ok(Self {
+            webhook_secret: settings
+                .webhook_secrets
+                .first()
+                .cloned()
+                .ok_or_else(|| missing_for_target("ALLIANCE_WEBHOOK_SECRETS"))?,
+            platform_token: settings
+                .platform_token
+                .as_ref()
+                .ok_or_else(|| missing_for_target("ALLIANCE_PLATFORM_TOKEN"))?
+                .expose()
+                .to_string(),
+            signing_secret: settings
+                .platform_signing_secret
+                .clone()
+                .ok_or_else(|| missing_for_target("ALLIANCE_PLATFORM_SIGNING_SECRET"))?,
+        })
+    }
+
+    /// Returns the settings that point a new service at the platform on
+    /// loopback, with a temporary store in `data_dir` and a fresh server key.
+    pub fn service_settings(&self, data_dir: &Path, platform: SocketAddr) -> [(&'static str, String); 7] {
+        [
+            ("data_dir", data_dir.display().to_string()),
+            ("secret_key", STANDARD.encode(rand::random::<[u8; 32]>())),
+            ("webhook_secrets", self.webhook_secret.expose_text()),
+            ("platform_kind", "generic".into()),
+            ("platform_url", format!("http://{platform}")),
+            ("platform_token", self.platform_token.clone()),
+            ("platform_signing_secret", self.signing_secret.expose_text()),
+        ]
+    }
+}
+
+/// Returns the error for a setting that `--target` needs from the running service's configuration.
+pub fn missing_for_target(name: &str) -> CliError {
+    CliError::Failed(format!("--target needs {name}, the same value the service uses"))
+}
+
+/// Returns the loopback address of ALLIANCE_PLATFORM_URL, where `platform`
+/// (named in errors) listens for a running service.
+pub fn platform_address(settings: &Settings, platform: &str) -> Result<SocketAddr, CliError> {
+    let url = settings.platform_url.as_ref().ok_or_else(|| {
+        CliError::Failed(format!(
+            "--target needs ALLIANCE_PLATFORM_URL: the {platform} listens there"
+        ))
+    })?;
+    let addresses = url
+        .socket_addrs(|| Some(80))
+        .map_err(|error| format!("cannot resolve ALLIANCE_PLATFORM_URL {url}: {error}"))?;
+    addresses
+        .into_iter()
+        .find(|address| address.ip().is_loopback())
+        .ok_or_else(|| {
+            CliError::Failed(format!(
+                "ALLIANCE_PLATFORM_URL {url} is not a loopback address; the {platform} runs on loopback only"
+            ))
+        })
+}
