@@ -28,6 +28,8 @@ pub struct AppState {
     pub failed_signatures: RateLimiter<IpAddr>,
     /// Questionnaire API calls per invitation.
     pub questionnaire_calls: RateLimiter<crate::token::InvitationId>,
+    /// The pruning, purge and reconciliation tasks, stopped by [`AppState::stop`].
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// What an admin token may see.
@@ -38,6 +40,22 @@ pub struct AdminScope {
 }
 
 impl AppState {
+    /// Stops the delivery worker and the background tasks and waits for
+    /// them, so no store handle of theirs outlives the call.
+    pub async fn stop(&self) {
+        self.delivery.stop().await;
+        let tasks = std::mem::take(
+            &mut *self
+                .background
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// The service clock in milliseconds since the Unix epoch. Every time
     /// limit (signature window, expiry, retries) runs on this clock.
     pub fn now_millis(&self) -> Millis {
@@ -145,19 +163,26 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         store,
         delivery,
         settings,
+        background: Default::default(),
     });
 
-    tokio::spawn(prune_webhook_ids(state.store.clone()));
-    tokio::spawn(purge_daily(state.store.clone(), state.settings.retention_days));
+    let mut background = vec![
+        tokio::spawn(prune_webhook_ids(state.store.clone())),
+        tokio::spawn(purge_daily(state.store.clone(), state.settings.retention_days)),
+    ];
     if state.settings.platform_kind == crate::config::PlatformKind::Chatwoot {
         let client = crate::chatwoot::client::ChatwootClient::new(&state.settings, state.token_key.clone())?;
         let interval = state.settings.chatwoot_reconcile_interval;
-        tokio::spawn(crate::chatwoot::reconcile::run(
+        background.push(tokio::spawn(crate::chatwoot::reconcile::run(
             state.clone(),
             std::sync::Arc::new(client),
             interval,
-        ));
+        )));
     }
+    *state
+        .background
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = background;
 
     let listener = TcpListener::bind(state.settings.listen)
         .map_err(|error| format!("cannot listen on {}: {error}", state.settings.listen))?;
@@ -215,7 +240,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> Result<(), String> {
         let state = self.state.clone();
         let result = self.server.await.map_err(|error| error.to_string());
-        state.delivery.stop().await;
+        state.stop().await;
         state.store.flush().await.map_err(|error| error.to_string())?;
         result
     }

@@ -93,7 +93,7 @@ pub async fn run(config_file: Option<&Path>, arguments: BenchArgs) -> Result<(),
 
     if let Some((handle, state)) = &setup.in_process {
         handle.stop(false).await;
-        state.delivery.stop().await;
+        state.stop().await;
     }
     setup.platform.stop().await;
     outcome

@@ -98,6 +98,9 @@ struct Shared {
     accepted: AtomicU64,
     retried: AtomicU64,
     dead: AtomicU64,
+    /// The worker's thread, joined by [`DeliveryHandle::stop`] so that no store
+    /// handle outlives it.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Handle to the running delivery worker.
@@ -142,11 +145,18 @@ impl DeliveryHandle {
         if self.is_running() {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
         }
+        let thread = self.shared.thread.lock().expect("delivery thread handle").take();
+        if let Some(thread) = thread
+            && (thread.is_finished() || !self.is_running())
+        {
+            // The thread ends as soon as its runtime has dropped the attempts.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 
 /// Starts the worker on a thread of its own with its own tokio runtime, at a
-/// lower CPU priority than the request handlers (nice 10 on Linux): while a
+/// lower CPU priority than the request handlers (nice 10 on Linux). While a
 /// burst of webhooks arrives, acknowledging them comes first, and the
 /// invitations follow as soon as the processor has time.
 pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<DeliveryHandle, String> {
@@ -165,6 +175,7 @@ pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<D
         accepted: AtomicU64::new(0),
         retried: AtomicU64::new(0),
         dead: AtomicU64::new(0),
+        thread: Mutex::new(None),
     });
     let worker = Worker {
         shared: shared.clone(),
@@ -175,7 +186,7 @@ pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<D
         horizon: settings.delivery_horizon,
         in_flight: Arc::new(Mutex::new(HashSet::new())),
     };
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("delivery".into())
         .spawn(move || {
             #[cfg(target_os = "linux")]
@@ -191,6 +202,7 @@ pub fn start(settings: &Settings, store: Store, token_key: TokenKey) -> Result<D
             }
         })
         .map_err(|error| format!("cannot start the delivery thread: {error}"))?;
+    *shared.thread.lock().expect("delivery thread handle") = Some(thread);
     Ok(DeliveryHandle { shared })
 }
 

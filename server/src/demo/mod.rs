@@ -201,7 +201,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
     if let Some((handle, state)) = running_service {
         // Every answer is stored and flushed by now, so nothing waits on a graceful stop.
         handle.stop(false).await;
-        state.delivery.stop().await;
+        state.stop().await;
     }
     platform.stop().await;
     Ok(())

@@ -11,7 +11,8 @@
 //!
 //! The journal contains every inbox entry before it is acknowledged, so a crash
 //! loses nothing: opening the store replays the journal into sled. A
-//! checkpoint empties the inbox into sled before it empties the journal.
+//! checkpoint writes the inbox into sled and starts a new journal with the
+//! records of entries that arrived meanwhile.
 //!
 //! Deduplication must see entries that are not in sled yet, so the inbox
 //! keeps their webhook ids and chat keys. An entry's keys leave those sets

@@ -6,8 +6,9 @@
 //! therefore applies each change to sled without a transaction, under one
 //! write lock, and appends the same change to this journal. A request is
 //! acknowledged once the journal is synced past its change. A checkpoint
-//! flushes sled and empties the journal; opening the store replays whatever
-//! the journal still holds, so every acknowledged change survives `kill -9`.
+//! flushes sled and replaces the journal by a new file with only the records
+//! sled does not have yet. Opening the store replays whatever the journal
+//! still holds, so every acknowledged change survives `kill -9`.
 //!
 //! Each journal record is one store write, all or nothing:
 //! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`, where the
@@ -19,7 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 /// The sled tree an operation belongs to. The numbers are part of the
@@ -115,6 +116,13 @@ pub(super) fn parse_ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
     Some(ops)
 }
 
+/// Writes one record: its length, its checksum and the payload.
+fn frame(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    out.write_all(&(payload.len() as u32).to_le_bytes())?;
+    out.write_all(&crc32fast::hash(payload).to_le_bytes())?;
+    out.write_all(payload)
+}
+
 /// Splits journal bytes into record payloads, stopping at the first torn or
 /// damaged record. Returns the payloads and the number of bytes left over.
 pub(super) fn records(mut bytes: &[u8]) -> (Vec<&[u8]>, usize) {
@@ -136,6 +144,7 @@ pub(super) fn records(mut bytes: &[u8]) -> (Vec<&[u8]>, usize) {
 
 /// The journal file and the records not yet written to it.
 pub(super) struct Journal {
+    path: PathBuf,
     file: Mutex<JournalFile>,
     pending: Mutex<Vec<u8>>,
 }
@@ -173,6 +182,7 @@ impl Journal {
             File::open(dir)?.sync_all()?;
         }
         Ok(Self {
+            path: path.to_path_buf(),
             file: Mutex::new(JournalFile { file, length: 0 }),
             pending: Mutex::new(Vec::new()),
         })
@@ -185,9 +195,33 @@ impl Journal {
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        pending.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        pending.extend_from_slice(payload);
+        frame(&mut *pending, payload).expect("writing to memory does not fail");
+    }
+
+    /// Replaces the journal with one that holds only `payloads`, through a
+    /// new file renamed over the old one, so a crash leaves either journal
+    /// whole. Records still queued are dropped. Call only while no record can
+    /// be appended, after sled was flushed, with the payloads of every write
+    /// that sled does not have yet.
+    pub(super) fn rewrite<'a>(&self, payloads: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
+        let mut journal = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let new_path = self.path.with_extension("new");
+        let mut writer = io::BufWriter::new(File::create(&new_path)?);
+        for payload in payloads {
+            frame(&mut writer, payload)?;
+        }
+        let file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        let length = file.metadata()?.len();
+        drop(file);
+        std::fs::rename(&new_path, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        journal.file = OpenOptions::new().append(true).open(&self.path)?;
+        journal.length = length;
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        Ok(())
     }
 
     /// Writes every queued record and syncs the file. Returns the journal's
@@ -211,17 +245,6 @@ impl Journal {
             journal.length += bytes.len() as u64;
         }
         Ok(journal.length)
-    }
-
-    /// Empties the journal. Call only while holding the store's write lock,
-    /// after sled was flushed, so nothing in the journal is needed any more.
-    pub(super) fn truncate(&self) -> io::Result<()> {
-        let mut journal = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        journal.file.set_len(0)?;
-        journal.file.sync_all()?;
-        journal.length = 0;
-        Ok(())
     }
 
     /// Returns whether the journal has records, written or still queued.
@@ -297,32 +320,38 @@ mod tests {
     }
 
     #[test]
-    fn journal_writes_from_start_after_truncate() {
+    fn rewrite_keeps_only_given_records() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("journal");
         let journal = Journal::open_empty(&path).expect("journal opens");
         let mut payload = Vec::new();
         push_op(&mut payload, TreeId::Meta, b"key", Some(b"value"));
 
+        let mut survivor = Vec::new();
+        push_op(&mut survivor, TreeId::Chats, b"chat", Some(b"record"));
+
         journal.append(&payload);
         let first = journal.sync().expect("synced");
         assert_eq!(first, (HEADER + payload.len()) as u64);
-        journal.truncate().expect("emptied");
-        assert!(!journal.has_records());
-
         journal.append(&payload);
-        assert_eq!(journal.sync().expect("synced"), first);
+        journal.rewrite(std::iter::empty()).expect("emptied");
+        assert!(!journal.has_records(), "queued records are dropped too");
+
+        journal.rewrite([survivor.as_slice()].into_iter()).expect("rewritten");
+        journal.append(&payload);
+        let length = journal.sync().expect("synced");
+        assert_eq!(length, (2 * HEADER + survivor.len() + payload.len()) as u64);
         let bytes = Journal::read_leftover(&path).expect("readable");
         assert_eq!(
             bytes.len() as u64,
-            first,
-            "the journal must not keep a hole where the old records were"
+            length,
+            "appends continue at the end of the new file"
         );
-        assert_eq!(records(&bytes).0, vec![&payload[..]]);
+        assert_eq!(records(&bytes).0, vec![&survivor[..], &payload[..]]);
     }
 
     /// A failed write or fdatasync must not forget the queued records: the
-    /// flusher answers every later flush request from the next sync, so a
+    /// flusher replies to every later flush request from the next sync, so a
     /// record dropped here is acknowledged (a retried webhook that the inbox
     /// reports as a duplicate, or a delivery) without being on disk.
     #[test]
@@ -330,8 +359,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("journal");
         drop(Journal::open_empty(&path).expect("journal opens"));
-        // A handle that cannot write stands in for a disk that fails once.
+        // A handle that cannot write acts as a disk that fails once.
         let journal = Journal {
+            path: path.clone(),
             file: Mutex::new(JournalFile {
                 file: File::open(&path).expect("readable"),
                 length: 0,

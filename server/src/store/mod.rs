@@ -53,9 +53,9 @@ pub enum StoreError {
 
 type FlushReply = oneshot::Sender<Result<(), String>>;
 
-/// The journal is emptied into sled at least this often while it has records.
+/// A checkpoint runs at least this often while the journal has records.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
-/// The journal is also emptied as soon as it reaches this many bytes.
+/// A checkpoint also runs as soon as the journal reaches this many bytes.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// State shared by the flusher thread, the applier and every writer.
@@ -1042,11 +1042,11 @@ impl Sink {
         result.map(|()| done)
     }
 
-    /// Writes the whole inbox into sled, flushes sled and empties the
-    /// journal. The bulk is written and flushed first without blocking
-    /// anyone. Then the remainder is written and flushed under the write lock
-    /// and the inbox, so that no write or accepted chat lands in the journal
-    /// between the last flush and the truncation.
+    /// Writes the inbox into sled, flushes sled and replaces the journal by
+    /// one with only the records that sled does not have yet. The inbox is
+    /// written and flushed first without blocking anyone. The last flush and
+    /// the new journal follow under the write lock and the inbox, so that no
+    /// write or accepted chat lands in the old journal after that flush.
     fn checkpoint(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         // Only the entries there now: senders that keep the inbox full must
@@ -1061,22 +1061,17 @@ impl Sink {
         let unlocked = started.elapsed();
 
         let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut queue = self.shared.inbox.lock();
-        let mut batch: Vec<inbox::Entry> = queue.entries.drain(..).collect();
-        let (done, result) = self.apply_entries(&batch);
-        queue.applied(&batch[..done]);
-        for entry in batch.drain(done..).rev() {
-            queue.entries.push_front(entry);
-        }
-        if done > 0 {
-            self.shared.inbox.notify_applied();
-        }
-        result?;
+        let queue = self.shared.inbox.lock();
         if !self.shared.journal.has_records() {
             return Ok(());
         }
         self.db.flush()?;
-        self.shared.journal.truncate()?;
+        // What arrived since the first step stays in the inbox; the new
+        // journal keeps its records, so they need not be written into sled
+        // while senders wait for the inbox.
+        self.shared
+            .journal
+            .rewrite(queue.entries.iter().map(|entry| entry.payload.as_slice()))?;
         tracing::debug!(
             unlocked_ms = unlocked.as_millis() as u64,
             locked_ms = (started.elapsed() - unlocked).as_millis() as u64,
