@@ -86,7 +86,7 @@ async fn backup_through_server(settings: &crate::config::Settings, server: &str)
     let token = settings
         .admin_token
         .as_ref()
-        .ok_or_else(|| CliError::Failed("set ALLIANCE_ADMIN_TOKEN to ask a running service for a backup".into()))?;
+        .ok_or_else(|| CliError::Failed("set ALLIANCE_ADMIN_TOKEN to ask a running service for a backup (a service that generated its own secrets wrote the admin token to dev-secrets.toml in its data directory)".into()))?;
     let url = format!("{}/api/admin/backup", server.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .post(&url)

@@ -355,7 +355,7 @@ async fn fetch_report(settings: &Settings, server: &str, filter: &ReportFilter) 
     let token = settings
         .admin_token
         .as_ref()
-        .ok_or_else(|| CliError::Failed("set ALLIANCE_ADMIN_TOKEN to ask a running service for the report".into()))?;
+        .ok_or_else(|| CliError::Failed("set ALLIANCE_ADMIN_TOKEN to ask a running service for the report (a service that generated its own secrets wrote the admin token to dev-secrets.toml in its data directory)".into()))?;
     let mut url = reqwest::Url::parse(server)
         .map_err(|error| format!("--server {server:?} is not a URL ({error})"))?
         .join("api/admin/report")

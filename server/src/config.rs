@@ -687,7 +687,7 @@ fn write_private_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
 
     let fail = |error: std::io::Error| ConfigError(format!("cannot write {}: {error}", path.display()));
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(fail)?;
+        crate::store::create_private_dir(parent).map_err(fail)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

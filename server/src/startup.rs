@@ -131,7 +131,7 @@ pub struct Application {
 /// passed [`Settings::check_ready_to_serve`].
 pub fn build(settings: Settings) -> Result<Application, String> {
     let secret_key = settings.secret_key.clone().ok_or("ALLIANCE_SECRET_KEY is not set")?;
-    std::fs::create_dir_all(&settings.data_dir)
+    crate::store::create_private_dir(&settings.data_dir)
         .map_err(|error| format!("cannot create data directory {}: {error}", settings.data_dir.display()))?;
     let store = Store::open(&settings.data_dir, settings.cache_bytes).map_err(|error| {
         format!(

@@ -38,7 +38,8 @@ pub struct BenchArgs {
     /// Load this running service (loopback only, e.g. http://127.0.0.1:8080)
     /// instead of starting one on a temporary store. The recording platform
     /// then listens on the service's ALLIANCE_PLATFORM_URL, and the secrets
-    /// come from the same configuration as the service's.
+    /// come from the same configuration as the service's. The bench's chats
+    /// stay in that service's store, so use a test store, never a real one.
     #[arg(long, value_name = "URL")]
     target: Option<String>,
     /// Requests per phase: webhooks in a webhook phase, health checks in a baseline phase.
@@ -156,6 +157,7 @@ async fn set_up(config_file: Option<&Path>, arguments: &BenchArgs) -> Result<Set
             let secrets = LoopbackSecrets::generate();
             let platform = RecordingPlatform::start(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
+                "",
                 secrets.platform_token.clone(),
                 secrets.signing_secret.clone(),
             )?;
@@ -176,8 +178,10 @@ async fn set_up(config_file: Option<&Path>, arguments: &BenchArgs) -> Result<Set
             let base_url = loopback_target(target)?;
             let (settings, _) = crate::cli::service_settings(config_file)?;
             let secrets = LoopbackSecrets::from_settings(&settings)?;
+            let location = loopback::platform_location(&settings, "recording platform")?;
             let platform = RecordingPlatform::start(
-                loopback::platform_address(&settings, "recording platform")?,
+                location.address,
+                &location.path,
                 secrets.platform_token.clone(),
                 secrets.signing_secret.clone(),
             )?;
@@ -277,6 +281,7 @@ async fn run_rounds(setup: &Setup, arguments: &BenchArgs) -> Result<(), CliError
 
     let mut totals = Totals::default();
     let mut acknowledged_so_far = 0u64;
+    let mut all_delivered = true;
     for round in 1..=arguments.rounds {
         let mut healthz_rate = None;
         if !arguments.delivery_latency {
@@ -320,6 +325,7 @@ async fn run_rounds(setup: &Setup, arguments: &BenchArgs) -> Result<(), CliError
             totals.delivery_from_send_us.extend(from_send);
         }
         if !drained {
+            all_delivered = false;
             println!(
                 "{round:<6} the platform accepted {} of {} invitations within {} s",
                 setup.platform.accepted(),
@@ -330,6 +336,14 @@ async fn run_rounds(setup: &Setup, arguments: &BenchArgs) -> Result<(), CliError
     }
 
     print_summary(&totals, setup, arguments);
+    if !all_delivered {
+        return Err(CliError::Failed(format!(
+            "the platform accepted {} of {} invitations; the service log says why the others were not \
+             delivered (with --target, check that ALLIANCE_PLATFORM_URL is where the bench's platform listens)",
+            setup.platform.accepted(),
+            acknowledged_so_far * 2
+        )));
+    }
     Ok(())
 }
 

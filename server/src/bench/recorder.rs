@@ -52,14 +52,26 @@ pub struct RecordingPlatform {
 }
 
 impl RecordingPlatform {
-    /// Starts the platform on a loopback `address` (port 0 picks a free port).
-    pub fn start(address: SocketAddr, api_token: String, signing_secret: WebhookSecret) -> Result<Self, String> {
+    /// Starts the platform on a loopback `address` (port 0 picks a free
+    /// port), taking messages under `path` (such as "" or "/api").
+    pub fn start(
+        address: SocketAddr,
+        path: &str,
+        api_token: String,
+        signing_secret: WebhookSecret,
+    ) -> Result<Self, String> {
         let shared = Arc::new(Shared {
             api_token,
             signing_secret,
             state: Mutex::new(State::default()),
         });
-        let (address, handle) = serve(address, web::Data::from(shared.clone()), receive, "recording platform")?;
+        let (address, handle) = serve(
+            address,
+            path,
+            web::Data::from(shared.clone()),
+            receive,
+            "recording platform",
+        )?;
         Ok(Self {
             address,
             handle,

@@ -72,9 +72,16 @@ pub fn missing_for_target(name: &str) -> CliError {
     CliError::Failed(format!("--target needs {name}, the same value the service uses"))
 }
 
-/// Returns the loopback address of ALLIANCE_PLATFORM_URL, where `platform`
-/// (named in errors) listens for a running service.
-pub fn platform_address(settings: &Settings, platform: &str) -> Result<SocketAddr, CliError> {
+/// The place where `platform` (named in errors) listens for a running
+/// service: the loopback address of ALLIANCE_PLATFORM_URL and its path, such
+/// as `/api`, under which the service posts the messages.
+pub struct PlatformLocation {
+    pub address: SocketAddr,
+    pub path: String,
+}
+
+/// Reads ALLIANCE_PLATFORM_URL for `--target`, which must be on loopback.
+pub fn platform_location(settings: &Settings, platform: &str) -> Result<PlatformLocation, CliError> {
     let url = settings.platform_url.as_ref().ok_or_else(|| {
         CliError::Failed(format!(
             "--target needs ALLIANCE_PLATFORM_URL: the {platform} listens there"
@@ -83,12 +90,16 @@ pub fn platform_address(settings: &Settings, platform: &str) -> Result<SocketAdd
     let addresses = url
         .socket_addrs(|| Some(80))
         .map_err(|error| format!("cannot resolve ALLIANCE_PLATFORM_URL {url}: {error}"))?;
-    addresses
+    let address = addresses
         .into_iter()
         .find(|address| address.ip().is_loopback())
         .ok_or_else(|| {
             CliError::Failed(format!(
                 "ALLIANCE_PLATFORM_URL {url} is not a loopback address; the {platform} runs on loopback only"
             ))
-        })
+        })?;
+    Ok(PlatformLocation {
+        address,
+        path: url.path().trim_end_matches('/').to_string(),
+    })
 }

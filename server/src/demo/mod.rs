@@ -99,6 +99,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
             let secrets = DemoSecrets::generate();
             let platform = SimulatedPlatform::start(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
+                "",
                 secrets.loopback.platform_token.clone(),
                 secrets.loopback.signing_secret.clone(),
                 arguments.platform_failure_rate,
@@ -116,9 +117,10 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
         Some(target) => {
             let (settings, _) = crate::cli::service_settings(config_file)?;
             let secrets = DemoSecrets::from_settings(&settings)?;
-            let platform_address = loopback::platform_address(&settings, "simulated platform")?;
+            let location = loopback::platform_location(&settings, "simulated platform")?;
             let platform = SimulatedPlatform::start(
-                platform_address,
+                location.address,
+                &location.path,
                 secrets.loopback.platform_token.clone(),
                 secrets.loopback.signing_secret.clone(),
                 arguments.platform_failure_rate,

@@ -67,9 +67,11 @@ struct Shared {
 }
 
 impl SimulatedPlatform {
-    /// Starts the platform on `address` (port 0 picks a free port).
+    /// Starts the platform on `address` (port 0 picks a free port), taking
+    /// messages under `path` (such as "" or "/api").
     pub fn start(
         address: SocketAddr,
+        path: &str,
         api_token: String,
         signing_secret: WebhookSecret,
         failure_rate: f64,
@@ -81,7 +83,13 @@ impl SimulatedPlatform {
             state: Mutex::new(State::default()),
             arrived: tokio::sync::Notify::new(),
         });
-        let (address, handle) = serve(address, web::Data::from(shared.clone()), receive, "simulated platform")?;
+        let (address, handle) = serve(
+            address,
+            path,
+            web::Data::from(shared.clone()),
+            receive,
+            "simulated platform",
+        )?;
         Ok(Self {
             address,
             handle,
@@ -117,10 +125,12 @@ impl SimulatedPlatform {
 }
 
 /// Starts a one-worker HTTP server on a loopback `address` (port 0 picks a
-/// free port) that routes the platform's messages endpoint to `receive`,
-/// and returns the address it listens on. `name` goes into errors.
+/// free port) that routes the platform's messages endpoint under `path`
+/// (such as "" or "/api") to `receive`, and returns the address it listens
+/// on. `name` goes into errors.
 pub fn serve<T, H, Args>(
     address: SocketAddr,
+    path: &str,
     data: web::Data<T>,
     receive: H,
     name: &str,
@@ -134,14 +144,19 @@ where
     if !address.ip().is_loopback() {
         return Err(format!("the {name} listens on loopback only, not on {address}"));
     }
-    let listener =
-        TcpListener::bind(address).map_err(|error| format!("the {name} cannot listen on {address}: {error}"))?;
+    let listener = TcpListener::bind(address).map_err(|error| {
+        format!(
+            "the {name} cannot listen on {address}: {error}. With --target it takes the address of \
+             ALLIANCE_PLATFORM_URL, so stop whatever listens there (the real platform's stand-in) first"
+        )
+    })?;
+    let route = format!("{path}/chats/{{chat_id}}/messages");
     let address = listener.local_addr().map_err(|error| error.to_string())?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(64 * 1024))
-            .route("/chats/{chat_id}/messages", web::post().to(receive.clone()))
+            .route(&route, web::post().to(receive.clone()))
     })
     .workers(1)
     .disable_signals()

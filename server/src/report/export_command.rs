@@ -159,7 +159,7 @@ async fn fetch_export(
     let token = settings
         .admin_token
         .as_ref()
-        .ok_or_else(|| CliError::Failed("set ALLIANCE_ADMIN_TOKEN to ask a running service for an export".into()))?;
+        .ok_or_else(|| CliError::Failed("set ALLIANCE_ADMIN_TOKEN to ask a running service for an export (a service that generated its own secrets wrote the admin token to dev-secrets.toml in its data directory)".into()))?;
     let mut url = reqwest::Url::parse(server)
         .map_err(|error| format!("--server {server:?} is not a URL ({error})"))?
         .join("api/admin/export")

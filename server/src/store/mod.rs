@@ -227,10 +227,25 @@ impl Writes<'_> {
     }
 }
 
+/// Creates `dir` and its missing parents, readable by the owner only,
+/// because a store holds answers and pseudonyms. Leaves existing directories as they are.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` with a page cache of
     /// `cache_bytes`, replaying what the journal of an earlier run still holds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        create_private_dir(dir)?;
         // sled's own periodic flush is off: the journal makes writes durable,
         // and checkpoints flush sled.
         let db = sled::Config::new()
@@ -908,6 +923,11 @@ impl Store {
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
         self.settle();
         let copy = sled::Config::new().path(dir).create_new(true).open()?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let trees = [
             ("chats", &self.chats),
             ("facts", &self.facts),
