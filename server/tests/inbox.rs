@@ -137,11 +137,8 @@ fn close_writes_inbox() {
     assert_eq!(accept(&store, "msg_1999", "chat-new"), ChatAcceptance::DuplicateWebhook);
 }
 
-/// A checkpoint must finish while webhooks keep arriving. Its first step
-/// loops `while apply_batch() > 0`, so as long as the senders refill the
-/// inbox as fast as it is written into sled (which is what waiting for
-/// room does under a sustained load) the checkpoint never reaches the step
-/// that empties the journal, and the journal grows without bound.
+/// A checkpoint must finish while senders refill the inbox as fast as it is
+/// written into sled. Otherwise the journal is never replaced and grows without bound.
 #[test]
 fn checkpoint_finishes_during_sustained_intake() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -262,7 +259,7 @@ fn crash_child() {
                         store.inbox_room().await;
                         accept(&store, &format!("msg_{n}"), &format!("chat-{n}"));
                         store.flush().await.expect("flushed");
-                        // The 202: written before the kill, so the parent sees it.
+                        // Recorded like a 202, after the flush and before the kill, so the parent test can check it.
                         acked
                             .lock()
                             .unwrap()

@@ -57,7 +57,7 @@ impl ExpiryTimes {
         }
     }
 
-    /// How many times are at or before `now`.
+    /// Counts the times at or before `now`.
     fn count_until(&self, now: Millis) -> u64 {
         let near = self
             .near
@@ -205,10 +205,10 @@ mod tests {
         expiring.remove(first + 20 * day);
         expiring.remove(first - 30 * day);
         expiring.remove(first + 2);
-        let mut kept = times.to_vec();
-        kept.retain(|time| ![first + 20 * day, first - 30 * day].contains(time));
+        let mut remaining = times.to_vec();
+        remaining.retain(|time| ![first + 20 * day, first - 30 * day].contains(time));
         for time in times.iter().flat_map(|time| [*time - 1, *time, *time + 1]) {
-            let expected = kept.iter().filter(|kept| **kept <= time).count() as u64;
+            let expected = remaining.iter().filter(|other| **other <= time).count() as u64;
             assert_eq!(expiring.count_until(time), expected, "at {time}");
         }
         assert!(expiring.far.contains(&(first + 60 * day)));

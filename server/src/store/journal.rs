@@ -350,10 +350,9 @@ mod tests {
         assert_eq!(records(&bytes).0, vec![&survivor[..], &payload[..]]);
     }
 
-    /// A failed write or fdatasync must not forget the queued records: the
-    /// flusher replies to every later flush request from the next sync, so a
-    /// record dropped here is acknowledged (a retried webhook that the inbox
-    /// reports as a duplicate, or a delivery) without being on disk.
+    /// A failed write or fdatasync must keep the queued records. The next
+    /// sync acknowledges every later flush request, so a dropped record would
+    /// count as durable without being on disk.
     #[test]
     fn failed_sync_keeps_the_queued_records() {
         let dir = tempfile::tempdir().expect("temporary directory");

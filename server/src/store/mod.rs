@@ -228,7 +228,7 @@ impl Writes<'_> {
 }
 
 /// Creates `dir` and its missing parents, readable by the owner only,
-/// because a store holds answers and pseudonyms. Leaves existing directories as they are.
+/// because a store contains answers and pseudonyms. Leaves existing directories as they are.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
@@ -1086,9 +1086,8 @@ impl Sink {
             return Ok(());
         }
         self.db.flush()?;
-        // What arrived since the first step stays in the inbox; the new
-        // journal keeps its records, so they need not be written into sled
-        // while senders wait for the inbox.
+        // Entries that arrived since the first step stay in the inbox, and the
+        // new journal keeps their records. Senders therefore never wait for sled here.
         self.shared
             .journal
             .rewrite(queue.entries.iter().map(|entry| entry.payload.as_slice()))?;

@@ -8,7 +8,7 @@
 //! the filter is built from the tree when the store opens. Deleted keys stay
 //! in it and only cost a lookup in sled.
 //!
-//! The filter grows in layers: when a layer holds its planned number of
+//! The filter grows in layers: when a layer contains its planned number of
 //! keys, a new one with twice the room is added, so the false-positive rate
 //! stays near 1 % whatever the number of keys.
 
