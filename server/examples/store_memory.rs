@@ -31,11 +31,16 @@ fn main() {
         }
     };
     println!("before opening: {}", resident_memory());
+    let started = std::time::Instant::now();
     let store = Store::open(&dir, cache_mb << 20).unwrap_or_else(|error| {
         eprintln!("cannot open the store in {}: {error}", dir.display());
         std::process::exit(1);
     });
-    println!("store opened, {cache_mb} MB cache: {}", resident_memory());
+    println!(
+        "store opened in {:.1} s, {cache_mb} MB cache: {}",
+        started.elapsed().as_secs_f64(),
+        resident_memory()
+    );
     // A cutoff of 0 removes nothing but reads every webhook id, as the hourly pruning does.
     let pruned = store.prune_webhook_ids(0).expect("webhook ids readable");
     println!(

@@ -274,3 +274,34 @@ fn crash_child() {
         }
     });
 }
+
+#[test]
+fn due_deliveries_leave_out_skipped_keys_and_keep_the_limit() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(dir.path(), CACHE).expect("store opens");
+    accept(&store, "msg_1", "chat-1");
+    accept(&store, "msg_2", "chat-2");
+    store.settle();
+    let later = now_millis() + 1;
+
+    let all = store.due_deliveries(later, 10, |_| false).expect("queue readable");
+    assert_eq!(all.len(), 4);
+    let skipped = all[1].0.clone();
+    let rest = store
+        .due_deliveries(later, 10, |key| key == skipped.as_slice())
+        .expect("queue readable");
+    assert_eq!(rest.len(), 3);
+    assert!(rest.iter().all(|(key, _)| *key != skipped));
+    assert_eq!(rest[0].0, all[0].0, "oldest first");
+
+    assert_eq!(
+        store.due_deliveries(later, 2, |_| false).expect("queue readable").len(),
+        2
+    );
+    assert!(
+        store
+            .due_deliveries(later, 0, |_| false)
+            .expect("queue readable")
+            .is_empty()
+    );
+}

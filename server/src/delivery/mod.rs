@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::startup::now_millis;
 use crate::store::Store;
 use crate::store::records::{Millis, QueuedDelivery};
-use crate::token::{InvitationId, TokenKey};
+use crate::token::TokenKey;
 
 pub use generic::{GenericPlatform, classify, describe};
 
@@ -213,7 +213,8 @@ struct Worker {
     permits: Arc<Semaphore>,
     concurrency: usize,
     horizon: Duration,
-    in_flight: Arc<Mutex<HashSet<InvitationId>>>,
+    /// Queue keys of the deliveries being attempted.
+    in_flight: Arc<Mutex<HashSet<Vec<u8>>>>,
 }
 
 /// Maximum sleep when nothing is queued: a safety net, since enqueueing wakes the worker.
@@ -251,8 +252,12 @@ impl Worker {
     /// as permits allow, and returns how long to wait before looking again.
     fn dispatch_due(&self) -> Result<Duration, crate::store::StoreError> {
         let now = now_millis();
-        let in_flight_count = self.in_flight.lock().expect("in-flight set").len();
-        let due = self.store.due_deliveries(now, in_flight_count + self.concurrency)?;
+        let free = self.permits.available_permits();
+        let due = {
+            // Entries in flight are skipped by key, before they are decoded.
+            let in_flight = self.in_flight.lock().expect("in-flight set");
+            self.store.due_deliveries(now, free, |key| in_flight.contains(key))?
+        };
 
         for (key, delivery) in due {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -263,10 +268,10 @@ impl Worker {
                 // since: an attempt removes its queue entry before it leaves
                 // the in-flight set, so checking both under the lock detects it.
                 let mut in_flight = self.in_flight.lock().expect("in-flight set");
-                if in_flight.contains(&delivery.invitation_id) || !self.store.is_queued(&key)? {
+                if in_flight.contains(&key) || !self.store.is_queued(&key)? {
                     continue;
                 }
-                in_flight.insert(delivery.invitation_id.clone());
+                in_flight.insert(key.clone());
             }
             // The breaker is asked last, because a half-open breaker hands
             // out its one probe when it admits; that probe must then be sent.
@@ -279,10 +284,7 @@ impl Worker {
                 },
             };
             if let Some(wait) = refused {
-                self.in_flight
-                    .lock()
-                    .expect("in-flight set")
-                    .remove(&delivery.invitation_id);
+                self.in_flight.lock().expect("in-flight set").remove(&key);
                 return Ok(wait);
             }
 
@@ -315,7 +317,8 @@ struct Attempt {
     store: Store,
     platform: Arc<Platform>,
     horizon: Duration,
-    in_flight: Arc<Mutex<HashSet<InvitationId>>>,
+    /// Queue keys of the deliveries being attempted.
+    in_flight: Arc<Mutex<HashSet<Vec<u8>>>>,
 }
 
 impl Attempt {
@@ -370,7 +373,7 @@ impl Attempt {
             tracing::error!(invitation = %id, %error, "could not record a delivery attempt; it will be tried again");
         }
 
-        self.in_flight.lock().expect("in-flight set").remove(&id);
+        self.in_flight.lock().expect("in-flight set").remove(&key);
         self.shared.wake.notify_one();
     }
 }

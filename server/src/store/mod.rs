@@ -766,12 +766,25 @@ impl Store {
         })
     }
 
-    /// Queued deliveries due at or before `now`, oldest first, at most `limit`.
-    pub fn due_deliveries(&self, now: Millis, limit: usize) -> Result<Vec<(Vec<u8>, QueuedDelivery)>, StoreError> {
+    /// Queued deliveries due at or before `now`, oldest first, at most
+    /// `limit`, leaving out those whose queue key `skip` accepts without
+    /// decoding them.
+    pub fn due_deliveries(
+        &self,
+        now: Millis,
+        limit: usize,
+        skip: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(Vec<u8>, QueuedDelivery)>, StoreError> {
         let end = (now.max(0) as u64 + 1).to_be_bytes();
         let mut due = Vec::new();
+        if limit == 0 {
+            return Ok(due);
+        }
         for entry in self.queue.range(..end.to_vec()) {
             let (key, value) = entry?;
+            if skip(&key) {
+                continue;
+            }
             due.push((key.to_vec(), decode(&key, &value)?));
             if due.len() >= limit {
                 break;
