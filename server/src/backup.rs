@@ -127,6 +127,19 @@ pub fn restore(config_file: Option<&Path>, arguments: RestoreArgs) -> Result<(),
     Ok(())
 }
 
+/// Returns `BASE/alliance-STAMP`, or with `-2`, `-3`, … appended when a
+/// backup of the same millisecond already has that name.
+fn new_backup_dir(base: &Path, stamp: &str) -> PathBuf {
+    let first = base.join(format!("alliance-{stamp}"));
+    if !first.exists() {
+        return first;
+    }
+    (2..)
+        .map(|n| base.join(format!("alliance-{stamp}-{n}")))
+        .find(|dir| !dir.exists())
+        .expect("some numbered name is free")
+}
+
 /// `POST /api/admin/backup`: writes a backup into a new, timestamped
 /// directory under ALLIANCE_BACKUP_DIR while the service runs.
 #[post("/api/admin/backup")]
@@ -139,8 +152,15 @@ pub async fn backup_route(state: web::Data<AppState>, request: HttpRequest) -> R
             "a backup holds every organization's data; use a token that is not limited to organizations",
         ));
     }
+    let Ok(_running) = state.backup_running.try_lock() else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "backup_in_progress",
+            "another backup is being written; try again when it has finished",
+        ));
+    };
     let stamp = crate::routes::questionnaire::time_text(state.now_millis()).replace([':', '.'], "-");
-    let dir = state.settings.backup_dir.join(format!("alliance-{stamp}"));
+    let dir = new_backup_dir(&state.settings.backup_dir, &stamp);
     let store = state.store.clone();
     let target = dir.clone();
     let chats = web::block(move || write_backup(&store, &target))
@@ -149,4 +169,25 @@ pub async fn backup_route(state: web::Data<AppState>, request: HttpRequest) -> R
         .map_err(|error| ApiError::internal(&error))?;
     tracing::info!(admin = %scope.label, chats, dir = %dir.display(), "backup written");
     Ok(HttpResponse::Ok().json(json!({ "status": "written", "dir": dir, "chats": chats })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_dir_numbered_when_taken() {
+        let base = tempfile::tempdir().unwrap();
+        let stamp = "2026-12-05T05-44-21-806Z";
+        let first = new_backup_dir(base.path(), stamp);
+        assert_eq!(first, base.path().join(format!("alliance-{stamp}")));
+        std::fs::create_dir(&first).unwrap();
+        let second = new_backup_dir(base.path(), stamp);
+        assert_eq!(second, base.path().join(format!("alliance-{stamp}-2")));
+        std::fs::create_dir(&second).unwrap();
+        assert_eq!(
+            new_backup_dir(base.path(), stamp),
+            base.path().join(format!("alliance-{stamp}-3"))
+        );
+    }
 }

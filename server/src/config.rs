@@ -53,13 +53,19 @@ pub struct ChatwootAttributes {
     pub child_age_group: String,
 }
 
+/// The keys an `[[admin_tokens]]` entry takes.
+const ADMIN_TOKEN_KEYS: [&str; 3] = ["label", "sha256", "organizations"];
+/// The `organizations` entry that lets an admin token see every organization.
+const ALL_ORGANIZATIONS: &str = "*";
+
 /// An admin token that may see only some organizations, stored as the hex
 /// SHA-256 of the token.
 #[derive(Clone, Debug)]
 pub struct ScopedAdminToken {
     pub label: String,
     pub sha256: [u8; 32],
-    /// Organizations the token may see; empty means all of them.
+    /// Organizations the token may see. Empty means all of them, written
+    /// `organizations = ["*"]` in the config file.
     pub organizations: Vec<String>,
 }
 
@@ -515,6 +521,11 @@ impl RawSettings {
             let table = entry
                 .as_table()
                 .ok_or_else(|| problem("must be a table with label, sha256 and organizations"))?;
+            if let Some(unknown) = table.keys().find(|key| !ADMIN_TOKEN_KEYS.contains(&key.as_str())) {
+                return Err(problem(&format!(
+                    "unknown key {unknown:?}; an entry takes only label, sha256 and organizations"
+                )));
+            }
             let label = table
                 .get("label")
                 .and_then(|v| v.as_str())
@@ -524,17 +535,39 @@ impl RawSettings {
                 .and_then(|v| v.as_str())
                 .ok_or_else(|| problem("needs sha256 = the hex SHA-256 of the token (echo -n TOKEN | sha256sum)"))?;
             let sha256 = parse_hex32(digest).ok_or_else(|| problem("sha256 must be 64 hex digits"))?;
-            let organizations = match table.get("organizations") {
-                None => Vec::new(),
-                Some(value) => value
-                    .as_array()
-                    .and_then(|items| {
-                        items
-                            .iter()
-                            .map(|v| v.as_str().map(str::to_string))
-                            .collect::<Option<Vec<_>>>()
-                    })
-                    .ok_or_else(|| problem("organizations must be a list of names"))?,
+            let names = table
+                .get("organizations")
+                .ok_or_else(|| {
+                    problem(
+                        "needs organizations = the list of organizations the token may see, \
+                         e.g. [\"GGD Regio Utrecht\"], or [\"*\"] for all of them",
+                    )
+                })?
+                .as_array()
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| problem("organizations must be a list of names, e.g. [\"GGD Regio Utrecht\"]"))?;
+            if names.iter().any(|name| name.trim().is_empty()) {
+                return Err(problem("organizations holds an empty name"));
+            }
+            let organizations = match names.as_slice() {
+                [] => {
+                    return Err(problem(
+                        "organizations is empty, so the token would see nothing; \
+                         list the organizations it may see, or [\"*\"] for all of them",
+                    ));
+                }
+                [all] if all == ALL_ORGANIZATIONS => Vec::new(),
+                _ if names.iter().any(|name| name == ALL_ORGANIZATIONS) => {
+                    return Err(problem(
+                        "organizations mixes \"*\" with names; use [\"*\"] alone for all organizations",
+                    ));
+                }
+                _ => names,
             };
             tokens.push(ScopedAdminToken {
                 label: label.to_string(),
@@ -807,6 +840,49 @@ mod tests {
         let settings = raw.validate().unwrap();
         assert!(settings.nurse_feedback);
         assert!(!settings.per_nurse_figures);
+    }
+
+    fn admin_tokens_from(entry: &str) -> Result<Vec<ScopedAdminToken>, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alliance.toml");
+        let digest = "ab".repeat(32);
+        std::fs::write(
+            &path,
+            format!("[[admin_tokens]]\nlabel = \"team\"\nsha256 = \"{digest}\"\n{entry}\n"),
+        )
+        .unwrap();
+        let mut raw = RawSettings::default();
+        raw.read_file(&path)?;
+        raw.validate().map(|settings| settings.admin_tokens)
+    }
+
+    #[test]
+    fn admin_token_scope_listed_or_star() {
+        let tokens = admin_tokens_from("organizations = [\"GGD Regio Utrecht\"]").unwrap();
+        assert_eq!(tokens[0].organizations, ["GGD Regio Utrecht"]);
+        let tokens = admin_tokens_from("organizations = [\"*\"]").unwrap();
+        assert!(tokens[0].organizations.is_empty(), "[\"*\"] means every organization");
+    }
+
+    #[test]
+    fn admin_token_unclear_scope_rejected() {
+        // A misspelt, missing or empty list must never widen a token to every organization.
+        let cases = [
+            (
+                "organisations = [\"GGD Regio Utrecht\"]",
+                "unknown key \"organisations\"",
+            ),
+            ("", "needs organizations"),
+            ("organizations = []", "organizations is empty"),
+            ("organizations = [\"*\", \"GGD Regio Utrecht\"]", "mixes \"*\""),
+            ("organizations = [\" \"]", "empty name"),
+            ("organizations = \"GGD Regio Utrecht\"", "must be a list"),
+        ];
+        for (entry, expected) in cases {
+            let error = admin_tokens_from(entry).expect_err(entry).to_string();
+            assert!(error.contains("admin_tokens entry 1"), "{entry}: {error}");
+            assert!(error.contains(expected), "{entry}: {error}");
+        }
     }
 
     #[test]

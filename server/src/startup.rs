@@ -30,6 +30,8 @@ pub struct AppState {
     pub questionnaire_calls: RateLimiter<crate::token::InvitationId>,
     /// The pruning, purge and reconciliation tasks, stopped by [`AppState::stop`].
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Held while `POST /api/admin/backup` writes a copy, so copies never overlap.
+    pub(crate) backup_running: tokio::sync::Mutex<()>,
 }
 
 /// What an admin token may see.
@@ -164,6 +166,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         delivery,
         settings,
         background: Default::default(),
+        backup_running: Default::default(),
     });
 
     let mut background = vec![

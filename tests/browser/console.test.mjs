@@ -20,6 +20,8 @@ import {
 
 const TEST_TIMEOUT_MS = 90000;
 const CODE_PATTERN = /^[0-9a-f]{4}(-[0-9a-f]{4}){7}$/;
+// The longest chat id the chat-ended webhook accepts.
+const LONGEST_CHAT_ID = 'c'.repeat(256);
 
 // A Chatwoot page with the console as Dashboard App. It answers the app's request for
 // context with `conversation`; with `intruder` it also frames a page from another origin
@@ -85,6 +87,7 @@ before(async () => {
   chats[4711] = await newChat(service, platform, { chatId: '4711', professional: 'n-17' });
   chats[4712] = await newChat(service, platform, { chatId: '4712', professional: 'n-18' });
   chats[4713] = await newChat(service, platform, { chatId: '4713', professional: 'n-17' });
+  chats.longest = await newChat(service, platform, { chatId: LONGEST_CHAT_ID, professional: 'n-17' });
 });
 
 after(async () => {
@@ -139,6 +142,7 @@ describe('console code', { timeout: TEST_TIMEOUT_MS }, () => {
       [{ code: codes['n-18'], conversation_id: '4711' }, 404, "with a colleague's code"],
       [{ code: '0'.repeat(32), conversation_id: '4711' }, 404, 'with a made-up code'],
       [{ code: codes['n-17'], conversation_id: '9999' }, 404, 'for an unknown conversation'],
+      [{ code: codes['n-17'], conversation_id: `${LONGEST_CHAT_ID}x` }, 422, 'for an id longer than any chat id'],
     ];
     for (const [body, status, label] of cases) {
       assert.equal((await exchange(body)).status, status, label);
@@ -149,6 +153,9 @@ describe('console code', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.equal((await response.json()).token, chats[4711].professional);
     const other = await exchange({ code: codes['n-17'], conversation_id: '4713' });
     assert.equal((await other.json()).token, chats[4713].professional);
+    const longest = await exchange({ code: codes['n-17'], conversation_id: LONGEST_CHAT_ID });
+    assert.equal(longest.status, 200, 'the longest chat id the webhook accepts');
+    assert.equal((await longest.json()).token, chats.longest.professional);
   });
 });
 

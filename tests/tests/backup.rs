@@ -36,6 +36,13 @@ fn backup(service: &Service) -> std::path::PathBuf {
     std::path::PathBuf::from(body["dir"].as_str().unwrap())
 }
 
+/// Settings for a store in `root/data` whose backups go to `root/backups`.
+fn config_with_backups(root: &std::path::Path, platform: &RecordingPlatform) -> TestConfig {
+    let mut config = TestConfig::new(&root.join("data"), &platform.url);
+    config.extra = vec![("ALLIANCE_BACKUP_DIR".into(), root.join("backups").display().to_string())];
+    config
+}
+
 fn restore(config: &TestConfig, backup_dir: &std::path::Path) -> std::process::Output {
     let mut command = Command::new(binary());
     config.apply(&mut command);
@@ -46,11 +53,7 @@ fn restore(config: &TestConfig, backup_dir: &std::path::Path) -> std::process::O
 fn backup_under_load_restores_the_same_report() {
     let root = tempfile::tempdir().unwrap();
     let platform = RecordingPlatform::start();
-    let mut config = TestConfig::new(&root.path().join("data"), &platform.url);
-    config.extra = vec![(
-        "ALLIANCE_BACKUP_DIR".into(),
-        root.path().join("backups").display().to_string(),
-    )];
+    let config = config_with_backups(root.path(), &platform);
     let service = Service::start(&config);
     let secret = config.webhook_secrets[0].clone();
 
@@ -133,11 +136,7 @@ fn backup_under_load_restores_the_same_report() {
 fn restore_refuses_a_used_data_directory() {
     let root = tempfile::tempdir().unwrap();
     let platform = RecordingPlatform::start();
-    let mut config = TestConfig::new(&root.path().join("data"), &platform.url);
-    config.extra = vec![(
-        "ALLIANCE_BACKUP_DIR".into(),
-        root.path().join("backups").display().to_string(),
-    )];
+    let config = config_with_backups(root.path(), &platform);
     let service = Service::start(&config);
     let backup_dir = backup(&service);
 
@@ -157,4 +156,49 @@ fn restore_refuses_a_used_data_directory() {
 
     let output = restore(&config, root.path());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a finished backup"));
+}
+
+#[test]
+fn simultaneous_backups_never_fail_or_share_a_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let platform = RecordingPlatform::start();
+    let config = config_with_backups(root.path(), &platform);
+    let service = Service::start(&config);
+
+    for _ in 0..3 {
+        let answers: Vec<(u16, serde_json::Value)> = thread::scope(|scope| {
+            let requests: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let response = client()
+                            .post(service.url("/api/admin/backup"))
+                            .bearer_auth(&service.config.admin_token)
+                            .send()
+                            .unwrap();
+                        (response.status().as_u16(), response.json().unwrap())
+                    })
+                })
+                .collect();
+            requests.into_iter().map(|request| request.join().unwrap()).collect()
+        });
+        for (status, body) in &answers {
+            assert!(
+                *status == 200 || (*status == 409 && body["error"] == "backup_in_progress"),
+                "{status} {body}"
+            );
+        }
+        assert!(answers.iter().any(|(status, _)| *status == 200), "{answers:?}");
+    }
+
+    let written: Vec<_> = std::fs::read_dir(root.path().join("backups"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    for dir in &written {
+        assert!(
+            dir.join("alliance-backup.json").is_file(),
+            "{} is not finished",
+            dir.display()
+        );
+    }
 }

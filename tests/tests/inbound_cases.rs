@@ -789,6 +789,12 @@ fn body_cases() -> Vec<Case> {
         case("chat_id of 257 characters", payload("data.chat_id"), |c| {
             signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!("x".repeat(257))))
         }),
+        case("chat_id a dot segment", payload("data.chat_id"), |c| {
+            signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!(".")))
+        }),
+        case("chat_id a double-dot segment", payload("data.chat_id"), |c| {
+            signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!("..")))
+        }),
         case("ended_at missing", payload("data.ended_at"), |c| {
             signed(
                 c,

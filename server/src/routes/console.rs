@@ -16,15 +16,13 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::questionnaire::Role;
 use crate::routes::pages::{self, AssetQuery, PageQuery};
+use crate::routes::webhooks::MAX_ID_CHARS;
 use crate::routes::{parse_json_value, read_body};
 use crate::startup::AppState;
 use crate::store::records::InvitationRecord;
 
 /// Largest body of a code exchange.
 const MAX_BODY_BYTES: usize = 4 * 1024;
-
-/// Longest conversation id accepted, in bytes; platform chat ids have the same limit.
-const MAX_CONVERSATION_ID_BYTES: usize = 128;
 
 /// Hex digits in a console code: 128 bits.
 const CODE_HEX_DIGITS: usize = 32;
@@ -139,10 +137,11 @@ pub async fn exchange_code(
         Some(Value::Number(number)) => number.to_string(),
         _ => String::new(),
     };
-    if conversation.is_empty() || conversation.len() > MAX_CONVERSATION_ID_BYTES {
+    // The same limit as chat ids in the chat-ended webhook, so every chat can be looked up.
+    if conversation.is_empty() || conversation.chars().count() > MAX_ID_CHARS {
         return Err(ApiError::unprocessable(
             "invalid_conversation",
-            format!("field \"conversation_id\" must be a string or number of 1 to {MAX_CONVERSATION_ID_BYTES} bytes"),
+            format!("field \"conversation_id\" must be a string or number of 1 to {MAX_ID_CHARS} characters"),
         ));
     }
 

@@ -196,7 +196,8 @@ pub fn require_json_content_type(request: &HttpRequest) -> Result<(), ApiError> 
     }
 }
 
-const MAX_ID_CHARS: usize = 256;
+/// Maximum length of a chat or participant id, in characters.
+pub const MAX_ID_CHARS: usize = 256;
 const MAX_LABEL_CHARS: usize = 200;
 
 /// Validates the `data` of a `chat.ended` event; the error names the field.
@@ -215,6 +216,13 @@ pub fn parse_chat_ended(event: &Value) -> Result<EndedChat, ApiError> {
         }
     };
     let chat_id = required_id("chat_id")?;
+    if chat_id == "." || chat_id == ".." {
+        // URLs treat these as dot segments and drop them, so an invitation
+        // would reach the platform at the wrong path.
+        return Err(invalid_payload(format!(
+            "field \"data.chat_id\" is {chat_id:?}, which cannot be a URL path segment; send the platform's chat id"
+        )));
+    }
 
     let ended_at = required_id("ended_at")?;
     validate_ended_at(&ended_at).map_err(invalid_payload)?;
