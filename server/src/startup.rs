@@ -198,6 +198,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
                 ApiError::bad_request("invalid_query", format!("the query string is not valid: {error}")).into()
             }))
+            .app_data(web::FormConfig::default().error_handler(|error, _| crate::routes::form_error(error).into()))
             .app_data(
                 web::PathConfig::default()
                     .error_handler(|error, _| ApiError::not_found(format!("the path is not valid: {error}")).into()),

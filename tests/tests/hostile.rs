@@ -94,7 +94,7 @@ fn hostile_requests_get_4xx_and_change_nothing() {
     let bad_request: &[u16] = &[400];
     let unauthorized: &[u16] = &[401];
     let not_found: &[u16] = &[404];
-    let not_found_or_method: &[u16] = &[404, 405];
+    let method_not_allowed: &[u16] = &[405];
     let unprocessable: &[u16] = &[422];
     let too_large: &[u16] = &[413];
     let unsupported: &[u16] = &[415];
@@ -127,7 +127,7 @@ fn hostile_requests_get_4xx_and_change_nothing() {
                 .json("{}"),
         );
         cases.push(case(format!("{path} 70 KiB body"), Method::POST, path, too_large).json(&" ".repeat(70 * 1024)));
-        cases.push(case(format!("{path} GET"), Method::GET, path, not_found_or_method));
+        cases.push(case(format!("{path} GET"), Method::GET, path, method_not_allowed));
     }
     let signed = |name: &str, body: &[u8], content_type: &str| {
         let webhook = SignedWebhook::new(&secret, &format!("msg_hostile_{name}"), body.to_vec());
@@ -287,7 +287,7 @@ fn hostile_requests_get_4xx_and_change_nothing() {
         "DELETE questionnaire",
         Method::DELETE,
         format!("/api/questionnaires/{token}"),
-        not_found_or_method,
+        method_not_allowed,
     ));
 
     // Pages and assets.
@@ -301,6 +301,25 @@ fn hostile_requests_get_4xx_and_change_nothing() {
     ));
     cases.push(case("widget unknown", Method::GET, "/widget/evil.js", not_found));
     cases.push(case("bad query", Method::GET, "/widget/page.css?v=%ZZ", &[200, 400]));
+
+    // Wrong methods and probes.
+    cases.push(case("HEAD healthz", Method::HEAD, "/healthz", &[200]));
+    cases.push(case("HEAD readyz", Method::HEAD, "/readyz", &[200]));
+    cases.push(case("PUT healthz", Method::PUT, "/healthz", method_not_allowed));
+    cases.push(case("GET backup", Method::GET, "/api/admin/backup", method_not_allowed));
+
+    // Dashboard login form.
+    cases.push(case("login as JSON", Method::POST, "/report/login", unsupported).json("{}"));
+    cases.push(
+        case("login without token", Method::POST, "/report/login", bad_request)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("lang=nl"),
+    );
+    cases.push(
+        case("login of 300 KB", Method::POST, "/report/login", too_large)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={}", "a".repeat(300 * 1024))),
+    );
 
     // Admin: no, wrong and odd tokens.
     for path in ["/api/admin/report", "/api/admin/deliveries", "/metrics"] {
@@ -379,18 +398,44 @@ fn hostile_requests_get_4xx_and_change_nothing() {
             request = request.header(name.as_str(), value.as_str());
         }
         let response = request.body(built.body.clone()).send();
-        let status = match response {
-            Ok(response) => response.status().as_u16(),
+        let response = match response {
+            Ok(response) => response,
             Err(error) => {
                 failures.push(format!("{}: no reply ({error})", built.name));
                 continue;
             }
         };
+        let status = response.status().as_u16();
         if status >= 500 || !built.expected.contains(&status) {
             failures.push(format!(
                 "{}: got {status}, expected one of {:?}",
                 built.name, built.expected
             ));
+        }
+        if status == 405 && response.headers().get("allow").is_none() {
+            failures.push(format!("{}: 405 without an Allow header", built.name));
+        }
+        if status >= 400 {
+            // Every error names its problem: JSON with error and message, or an HTML page.
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = response.text().unwrap_or_default();
+            let named = if content_type.starts_with("application/json") {
+                serde_json::from_str::<serde_json::Value>(&body)
+                    .is_ok_and(|error| error["error"].is_string() && error["message"].is_string())
+            } else {
+                content_type.starts_with("text/html")
+            };
+            if !named {
+                failures.push(format!(
+                    "{}: {status} with {content_type:?} body {body:?}, not a JSON error or a page",
+                    built.name
+                ));
+            }
         }
     }
 

@@ -1,18 +1,18 @@
 //! Liveness, readiness and metrics.
 
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, get, route, web};
 
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-#[get("/healthz")]
+#[route("/healthz", method = "GET", method = "HEAD")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
 /// Ready when the store answers and the delivery worker runs; a failing
 /// platform does not make the service unready.
-#[get("/readyz")]
+#[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let store_ok = state.store.is_healthy();
     let worker_ok = state.delivery.is_running();
@@ -82,7 +82,7 @@ pub async fn metrics(state: web::Data<AppState>, request: HttpRequest) -> Result
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
 }
 
-const OPENAPI: &str = include_str!("../../api/openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("../../api/openapi.json");
 
 /// `GET /openapi.json`: the HTTP contracts, kept by hand in `server/api/openapi.json`.
 #[get("/openapi.json")]

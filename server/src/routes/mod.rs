@@ -54,13 +54,86 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-async fn not_found(request: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!(
-        "no endpoint {} {}; see /openapi.json for the endpoints",
-        request.method(),
-        crate::token::redact_path(request.path())
-    )))
+/// Turns a form that cannot be read (the dashboard login) into the JSON error
+/// every other endpoint gives, naming the problem and the fix.
+pub fn form_error(error: actix_web::error::UrlencodedError) -> ApiError {
+    use actix_web::error::UrlencodedError;
+    match error {
+        UrlencodedError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the form as application/x-www-form-urlencoded",
+        ),
+        UrlencodedError::Overflow { size, limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the form has {size} bytes, more than the {limit} allowed; send a smaller form"),
+        ),
+        UrlencodedError::Parse(problem) => {
+            ApiError::bad_request("invalid_form", format!("the form is not valid: {problem}"))
+        }
+        other => ApiError::bad_request("invalid_form", format!("the form could not be read: {other}")),
+    }
 }
+
+/// Builds the response to a request that no route took: `405` with `Allow` when the path is
+/// an endpoint of `/openapi.json` that takes other methods, otherwise `404`.
+async fn not_found(request: HttpRequest) -> actix_web::HttpResponse {
+    let path = crate::token::redact_path(request.path());
+    if let Some(allowed) = documented_methods(request.path()) {
+        let error = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} is not allowed on {path}; this endpoint takes {}",
+                request.method(),
+                allowed.join(", ")
+            ),
+        );
+        let mut response = actix_web::ResponseError::error_response(&error);
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+            response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+        }
+        return response;
+    }
+    let error = ApiError::not_found(format!(
+        "no endpoint {} {path}; see /openapi.json for the endpoints",
+        request.method()
+    ));
+    actix_web::ResponseError::error_response(&error)
+}
+
+/// Returns the methods that `/openapi.json` documents for the endpoint
+/// matching `path`, in upper case, or `None` when it documents no such path.
+fn documented_methods(path: &str) -> Option<Vec<String>> {
+    static ENDPOINTS: std::sync::OnceLock<Vec<(actix_web::dev::ResourceDef, Vec<String>)>> = std::sync::OnceLock::new();
+    let endpoints = ENDPOINTS.get_or_init(|| {
+        let spec: serde_json::Value = serde_json::from_str(health::OPENAPI).unwrap_or_default();
+        let Some(paths) = spec["paths"].as_object() else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .map(|(template, operations)| {
+                let methods: Vec<String> = operations
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|operations| operations.keys())
+                    .filter(|key| HTTP_METHODS.contains(&key.as_str()))
+                    .map(|key| key.to_ascii_uppercase())
+                    .collect();
+                (actix_web::dev::ResourceDef::new(template.as_str()), methods)
+            })
+            .collect()
+    });
+    endpoints
+        .iter()
+        .find(|(resource, _)| resource.is_match(path))
+        .map(|(_, methods)| methods.clone())
+}
+
+/// The operation keys of an OpenAPI path item.
+const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
 /// Longest time a request body may take to arrive.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
