@@ -144,14 +144,7 @@ fn new_backup_dir(base: &Path, stamp: &str) -> PathBuf {
 /// directory under ALLIANCE_BACKUP_DIR while the service runs.
 #[post("/api/admin/backup")]
 pub async fn backup_route(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let scope = state.admin_scope(&request)?;
-    if scope.organizations.is_some() {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "forbidden",
-            "a backup holds every organization's data; use a token that is not limited to organizations",
-        ));
-    }
+    let scope = state.unlimited_admin_scope(&request, "a backup holds")?;
     let Ok(_running) = state.backup_running.try_lock() else {
         return Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,

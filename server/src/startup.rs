@@ -66,6 +66,20 @@ impl AppState {
 
     /// Checks `Authorization: Bearer <token>` against the admin tokens in
     /// constant time.
+    /// Checks for an admin token that sees every organization, as `holding`
+    /// (what the endpoint returns) needs; a limited token gets `403`.
+    pub fn unlimited_admin_scope(&self, request: &HttpRequest, holding: &str) -> Result<AdminScope, ApiError> {
+        let scope = self.admin_scope(request)?;
+        if scope.organizations.is_some() {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{holding} every organization's data; use a token that is not limited to organizations"),
+            ));
+        }
+        Ok(scope)
+    }
+
     pub fn admin_scope(&self, request: &HttpRequest) -> Result<AdminScope, ApiError> {
         let missing = || {
             ApiError::unauthorized(

@@ -645,6 +645,24 @@ fn peer_review_groups_suppresses_and_limits() {
         assert!(!noord_page.contains(other), "{other} on the Noord page");
     }
 
+    // Store-wide data needs a token that sees every organization.
+    for (method, path) in [("GET", "/metrics"), ("POST", "/api/admin/backup")] {
+        let request = match method {
+            "GET" => client().get(service.url(path)),
+            _ => client().post(service.url(path)),
+        };
+        let response = request.bearer_auth(NOORD_TOKEN).send().unwrap();
+        assert_eq!(response.status(), 403, "{method} {path} with the Noord token");
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["error"], "forbidden", "{method} {path}");
+    }
+    let metrics = client()
+        .get(service.url("/metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+
     // The contract is published.
     let spec: Value = client()
         .get(service.url("/openapi.json"))
