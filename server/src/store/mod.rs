@@ -159,6 +159,15 @@ impl PurgedChat {
     }
 }
 
+/// One of the two lists of deliveries: the queue or the dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryList {
+    /// The `queue` tree, keyed by due time and invitation id.
+    Pending,
+    /// The `dead` tree, keyed by invitation id.
+    Dead,
+}
+
 /// The result of a read-modify-write on one invitation.
 #[derive(Debug)]
 pub enum UpdateError<E> {
@@ -815,6 +824,41 @@ impl Store {
                 decode(&key, &value)
             })
             .collect()
+    }
+
+    /// Reads up to `limit` deliveries of `list` in key order, starting after
+    /// the key `after`, and keeps those for which `keep` returns true. Each
+    /// comes with its key, which a later call takes as `after`.
+    pub fn deliveries_page(
+        &self,
+        list: DeliveryList,
+        after: Option<&[u8]>,
+        limit: usize,
+        mut keep: impl FnMut(&QueuedDelivery) -> Result<bool, StoreError>,
+    ) -> Result<Vec<(Vec<u8>, QueuedDelivery)>, StoreError> {
+        let tree = match list {
+            DeliveryList::Pending => {
+                self.settle();
+                &self.queue
+            }
+            DeliveryList::Dead => &self.dead,
+        };
+        let start = match after {
+            Some(key) => std::ops::Bound::Excluded(key.to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut page = Vec::new();
+        for entry in tree.range((start, std::ops::Bound::Unbounded)) {
+            if page.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let delivery: QueuedDelivery = decode(&key, &value)?;
+            if keep(&delivery)? {
+                page.push((key.to_vec(), delivery));
+            }
+        }
+        Ok(page)
     }
 
     /// Creation time of the oldest queued delivery.
