@@ -702,6 +702,23 @@ fn write_private_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
 }
 
 impl Settings {
+    /// Describes the optional features that are off by default, each as on or
+    /// off with its setting, in one line for the start-up log.
+    pub fn optional_features(&self) -> String {
+        let state = |on: bool| if on { "on" } else { "off" };
+        let consent = if self.per_nurse_figures {
+            ", which needs the works council's consent"
+        } else {
+            ""
+        };
+        format!(
+            "optional features: per-nurse figures {} (ALLIANCE_PER_NURSE_FIGURES{consent}), \
+             nurse feedback {} (ALLIANCE_NURSE_FEEDBACK)",
+            state(self.per_nurse_figures),
+            state(self.nurse_feedback),
+        )
+    }
+
     /// Checks what a service needs before it accepts traffic: secrets, and on
     /// a non-loopback address an https public URL.
     pub fn check_ready_to_serve(&self) -> Result<(), ConfigError> {
@@ -795,6 +812,23 @@ mod tests {
             .unwrap();
         assert!(!settings.per_nurse_figures);
         assert!(!settings.nurse_feedback);
+    }
+
+    #[test]
+    fn optional_features_name_each_state() {
+        let off = raw(&[]).validate().unwrap().optional_features();
+        assert_eq!(
+            off,
+            "optional features: per-nurse figures off (ALLIANCE_PER_NURSE_FIGURES), \
+             nurse feedback off (ALLIANCE_NURSE_FEEDBACK)"
+        );
+        let on = raw(&[("per_nurse_figures", "true"), ("nurse_feedback", "true")])
+            .validate()
+            .unwrap()
+            .optional_features();
+        assert!(on.contains("per-nurse figures on"), "{on}");
+        assert!(on.contains("works council"), "{on}");
+        assert!(on.contains("nurse feedback on"), "{on}");
     }
 
     #[test]

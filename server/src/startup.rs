@@ -246,34 +246,43 @@ impl Application {
     }
 }
 
-/// Purges chats older than the retention period at start and then once a day.
+/// Purges chats older than the retention period at start and then once a
+/// day, and logs the result every time, also when nothing was old enough.
 /// While the store is younger than the retention period no chat can be old
 /// enough, so the scan over every chat is skipped.
 async fn purge_daily(store: Store, retention_days: u32) {
     const DAY_MILLIS: Millis = 24 * 3_600_000;
     loop {
-        let cutoff = now_millis() - Millis::from(retention_days) * DAY_MILLIS;
-        match store.first_started_at(now_millis()) {
-            Ok(first_start) if first_start > cutoff => {
-                tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-                continue;
+        let now = now_millis();
+        let cutoff = now - Millis::from(retention_days) * DAY_MILLIS;
+        let store_is_younger = match store.first_started_at(now) {
+            Ok(first_start) => first_start > cutoff,
+            Err(error) => {
+                tracing::error!(%error, "reading the store's first start failed; purging anyway");
+                false
             }
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "reading the store's first start failed; purging anyway"),
-        }
-        let job_store = store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            crate::retention::purge(&job_store, now_millis(), retention_days, false, |_| {})
-        })
-        .await;
+        };
+        let result = if store_is_younger {
+            Ok(Ok(crate::retention::PurgeSummary {
+                retention_days,
+                cutoff: crate::routes::questionnaire::time_text(cutoff),
+                ..Default::default()
+            }))
+        } else {
+            let job_store = store.clone();
+            tokio::task::spawn_blocking(move || crate::retention::purge(&job_store, now, retention_days, false, |_| {}))
+                .await
+        };
         match result {
-            Ok(Ok(summary)) if summary.chats == 0 => {}
             Ok(Ok(summary)) => tracing::info!(
                 chats = summary.chats,
+                invitations = summary.invitations,
                 answers = summary.answers,
                 comments = summary.comments,
+                dead_letters = summary.dead_letters,
                 retention_days,
-                "purged chats older than the retention period"
+                cutoff = %summary.cutoff,
+                "retention purge finished"
             ),
             Ok(Err(error)) => tracing::error!(%error, "the retention purge failed; trying again in a day"),
             Err(error) => tracing::error!(%error, "the retention purge stopped; trying again in a day"),

@@ -148,6 +148,8 @@ pub struct PurgedChat {
     pub invitations: u64,
     pub answers: u64,
     pub comments: u64,
+    /// Dead letters of the chat, which hold its raw platform ids.
+    pub dead_letters: u64,
 }
 
 impl PurgedChat {
@@ -717,7 +719,9 @@ impl Store {
                 if let Some(bytes) = writes.remove(TreeId::Invitations, id.as_str().as_bytes())? {
                     purged.add(&decode(id.as_str().as_bytes(), &bytes)?);
                 }
-                writes.remove(TreeId::Dead, id.as_str().as_bytes())?;
+                if writes.remove(TreeId::Dead, id.as_str().as_bytes())?.is_some() {
+                    purged.dead_letters += 1;
+                }
             }
             writes.remove(TreeId::Facts, chat_key.as_bytes())?;
             writes.remove(TreeId::Chats, chat_key.as_bytes())?;
@@ -859,6 +863,11 @@ impl Store {
             }
         }
         Ok(page)
+    }
+
+    /// Returns whether the invitation is in the dead-letter list.
+    pub fn is_dead_letter(&self, id: &InvitationId) -> Result<bool, StoreError> {
+        Ok(self.dead.contains_key(id.as_str())?)
     }
 
     /// Creation time of the oldest queued delivery.
