@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::delivery::{self, DeliveryHandle};
 use crate::error::ApiError;
 use crate::ratelimit::RateLimiter;
+use crate::shutdown::{InFlight, InFlightBody};
 use crate::store::Store;
 use crate::store::records::Millis;
 use crate::token::{PseudonymKey, TokenKey};
@@ -30,6 +31,8 @@ pub struct AppState {
     pub questionnaire_calls: RateLimiter<crate::token::InvitationId>,
     /// The pruning, purge and reconciliation tasks, stopped by [`AppState::stop`].
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Requests being handled, which a graceful stop waits for.
+    pub in_flight: std::sync::Arc<InFlight>,
 }
 
 /// What an admin token may see.
@@ -164,6 +167,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         delivery,
         settings,
         background: Default::default(),
+        in_flight: Default::default(),
     });
 
     let mut background = vec![
@@ -190,6 +194,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
 
     let app_state = state.clone();
     let server = HttpServer::new(move || {
+        let in_flight = app_state.in_flight.clone();
         App::new()
             .app_data(app_state.clone())
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
@@ -220,10 +225,30 @@ pub fn build(settings: Settings) -> Result<Application, String> {
                     .add(("Referrer-Policy", "no-referrer")),
             )
             .wrap(crate::telemetry::RequestLog)
+            .wrap_fn(move |request, service| {
+                use actix_web::dev::Service;
+                let guard = in_flight.enter();
+                let reply = service.call(request);
+                async move {
+                    let mut response = reply.await?;
+                    if guard.is_draining() {
+                        // The client reconnects for its next request, so no
+                        // keep-alive connection outlives the stop.
+                        response
+                            .response_mut()
+                            .head_mut()
+                            .set_connection_type(actix_web::http::ConnectionType::Close);
+                    }
+                    Ok(response.map_body(|_, body| InFlightBody::new(body, guard)))
+                }
+            })
             .configure(crate::routes::configure)
     })
     .listen(listener)
     .map_err(|error| format!("cannot start the HTTP server: {error}"))?
+    // Signals are handled by `run_until_stopped` (see crate::shutdown); the
+    // timeout bounds a graceful stop that a caller starts through `handle`.
+    .disable_signals()
     .shutdown_timeout(10)
     .run();
 
@@ -236,10 +261,26 @@ pub fn build(settings: Settings) -> Result<Application, String> {
 }
 
 impl Application {
-    /// Runs until the server stops, then stops the delivery worker and flushes.
+    /// Runs until the server stops or a stop signal arrives (see
+    /// [`crate::shutdown`]), then stops the delivery worker and the
+    /// background tasks and flushes the store.
     pub async fn run_until_stopped(self) -> Result<(), String> {
-        let state = self.state.clone();
-        let result = self.server.await.map_err(|error| error.to_string());
+        let mut signals = crate::shutdown::StopSignals::listen();
+        let Application {
+            handle, server, state, ..
+        } = self;
+        let mut server = tokio::spawn(server);
+        let finished = tokio::select! {
+            finished = &mut server => finished,
+            signal = signals.next() => {
+                crate::shutdown::stop_server(&handle, &state.in_flight, &mut signals, signal).await;
+                (&mut server).await
+            }
+        };
+        let result = match finished {
+            Ok(served) => served.map_err(|error| error.to_string()),
+            Err(error) => Err(format!("the HTTP server task failed: {error}")),
+        };
         state.stop().await;
         state.store.flush().await.map_err(|error| error.to_string())?;
         result
