@@ -74,7 +74,9 @@ pub enum Command {
     },
     /// Write a research export (CSV) with, on request, its codebook and SPSS syntax.
     Export(crate::report::export_command::ExportArgs),
-    /// Write a copy of the store that `alliance restore` can start a new data directory from.
+    /// Write a copy of the store that `alliance restore` can start a new data directory from:
+    /// into DIR when no service runs, or, with --server URL and no DIR, by the running
+    /// service into its ALLIANCE_BACKUP_DIR.
     Backup(crate::backup::BackupArgs),
     /// Fill an empty data directory (ALLIANCE_DATA_DIR) from a backup.
     Restore(crate::backup::RestoreArgs),
@@ -98,12 +100,15 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Failed(String),
+    /// Arguments that do not fit together; exits like a command-line syntax error.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) => 2,
+            CliError::Config(_) | CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
         }
     }

@@ -1,4 +1,5 @@
-//! The command line as an operator meets it: `check-config` and `sign`.
+//! The command line as an operator meets it: `check-config`, `sign`,
+//! `purge` and the arguments of `backup`.
 //! Having an integration test here also makes `cargo test --workspace` build
 //! the `alliance` binary that the end-to-end tests in `tests/` run.
 
@@ -170,4 +171,32 @@ fn purge_output_says_what_is_deleted_and_kept() {
         !store.is_dead_letter(&dead_letter).unwrap(),
         "the dead letter is deleted"
     );
+}
+
+#[test]
+fn backup_rejects_a_directory_with_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = alliance()
+        .args(["backup", "--server", "http://127.0.0.1:9"])
+        .arg(dir.path().join("copy"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be used with --server"), "{stderr}");
+    assert!(
+        stderr.contains("ALLIANCE_BACKUP_DIR"),
+        "names where the service writes: {stderr}"
+    );
+    assert!(stderr.contains("Leave out DIR"), "says what to do: {stderr}");
+    assert!(!dir.path().join("copy").exists(), "nothing is written");
+}
+
+#[test]
+fn backup_needs_a_directory_or_server() {
+    let output = alliance().arg("backup").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing DIR"), "{stderr}");
+    assert!(stderr.contains("--server URL"), "{stderr}");
 }
