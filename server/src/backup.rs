@@ -1,6 +1,6 @@
-//! `alliance backup DIR` and `alliance restore DIR`, and the admin API's
-//! `POST /api/admin/backup`: a copy of the store that another data
-//! directory can start from. Restoring needs the same `ALLIANCE_SECRET_KEY`,
+//! `alliance backup DIR`, `alliance backup --server URL`, `alliance restore
+//! DIR` and the admin API's `POST /api/admin/backup`: a copy of the store
+//! that another data directory can start from. Restoring needs the same `ALLIANCE_SECRET_KEY`,
 //! because tokens and pseudonyms are derived from it.
 
 use std::path::{Path, PathBuf};
@@ -20,9 +20,12 @@ const MARKER: &str = "alliance-backup.json";
 
 #[derive(Args)]
 pub struct BackupArgs {
-    /// Directory to write the backup into; it must not exist or be empty.
-    pub dir: PathBuf,
-    /// Ask this running service to write a backup into its ALLIANCE_BACKUP_DIR instead.
+    /// Directory to write the backup into, when no service has the store open. It must
+    /// not exist or be empty. Not allowed with --server.
+    pub dir: Option<PathBuf>,
+    /// Ask this running service to write the backup. The service chooses the directory:
+    /// a new alliance-<time> under its own ALLIANCE_BACKUP_DIR (default ./backups), on
+    /// the service's machine.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
 }
@@ -66,19 +69,41 @@ pub fn write_backup(store: &Store, dir: &Path) -> Result<usize, String> {
 }
 
 pub async fn backup(config_file: Option<&Path>, arguments: BackupArgs) -> Result<(), CliError> {
+    let dir = match (arguments.server, arguments.dir) {
+        (Some(_), Some(dir)) => {
+            return Err(CliError::Usage(format!(
+                "DIR {} cannot be used with --server: the service writes the backup itself, into a \
+                 new directory alliance-<time> under its own ALLIANCE_BACKUP_DIR (default ./backups, \
+                 relative to the service's working directory). Leave out DIR; to choose where the \
+                 service writes, set ALLIANCE_BACKUP_DIR for the service and restart it. To write \
+                 into DIR, stop the service and run `alliance backup DIR`",
+                dir.display()
+            )));
+        }
+        (None, None) => {
+            return Err(CliError::Usage(
+                "missing DIR: give the directory to write the backup into (`alliance backup DIR`), \
+                 or, while a service holds the store, ask it with `alliance backup --server URL`"
+                    .into(),
+            ));
+        }
+        (Some(server), None) => {
+            let settings = RawSettings::load(config_file)?.validate()?;
+            return backup_through_server(&settings, &server).await;
+        }
+        (None, Some(dir)) => dir,
+    };
     let settings = RawSettings::load(config_file)?.validate()?;
-    if let Some(server) = arguments.server {
-        return backup_through_server(&settings, &server).await;
-    }
     let store = Store::open(&settings.data_dir, settings.cache_bytes).map_err(|error| {
         format!(
-            "cannot open the store in {} ({error}); if a service is running on it, use \
-             --server URL to have the service write the backup",
+            "cannot open the store in {} ({error}); if a service is running on it, run \
+             `alliance backup --server URL` without DIR to have the service write the backup \
+             under its ALLIANCE_BACKUP_DIR",
             settings.data_dir.display()
         )
     })?;
-    let chats = write_backup(&store, &arguments.dir)?;
-    println!("backup of {chats} chats written to {}", arguments.dir.display());
+    let chats = write_backup(&store, &dir)?;
+    println!("backup of {chats} chats written to {}", dir.display());
     Ok(())
 }
 
@@ -99,7 +124,17 @@ async fn backup_through_server(settings: &crate::config::Settings, server: &str)
     if !status.is_success() {
         return Err(CliError::Failed(format!("{server} answered {status}: {body}")));
     }
-    println!("{body}");
+    let written: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|error| format!("the response of {server} is not JSON ({error}): {body}"))?;
+    let (Some(dir), Some(chats)) = (written["dir"].as_str(), written["chats"].as_u64()) else {
+        return Err(CliError::Failed(format!(
+            "the response of {server} has no \"dir\" or \"chats\": {body}"
+        )));
+    };
+    println!(
+        "the service wrote a backup of {chats} chats to {dir} (a new directory under its \
+         ALLIANCE_BACKUP_DIR, on the service's machine)"
+    );
     Ok(())
 }
 

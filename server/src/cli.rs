@@ -74,17 +74,20 @@ pub enum Command {
     },
     /// Write a research export (CSV) with, on request, its codebook and SPSS syntax.
     Export(crate::report::export_command::ExportArgs),
-    /// Write a copy of the store that `alliance restore` can start a new data directory from.
+    /// Write a copy of the store that `alliance restore` can start a new data directory from:
+    /// into DIR when no service runs, or, with --server URL and no DIR, by the running
+    /// service into its ALLIANCE_BACKUP_DIR.
     Backup(crate::backup::BackupArgs),
     /// Fill an empty data directory (ALLIANCE_DATA_DIR) from a backup.
     Restore(crate::backup::RestoreArgs),
     /// Validate the configuration and say what is wrong and how to fix it.
     CheckConfig,
-    /// Delete the answers and comments of chats older than ALLIANCE_RETENTION_DAYS, keeping
-    /// the weekly totals that reports need. Run it while the service is stopped. The
-    /// service itself purges once a day.
+    /// Delete whole chats received more than ALLIANCE_RETENTION_DAYS ago (chat record,
+    /// questionnaires with answers and comments, dead letters), keeping only the weekly
+    /// totals that reports need. Run it while the service is stopped. The service itself
+    /// purges at start and once a day.
     Purge {
-        /// Count what would be deleted, change nothing.
+        /// Count what would be deleted and print what would be kept; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -97,12 +100,15 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Failed(String),
+    /// Arguments that do not fit together; exits like a command-line syntax error.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) => 2,
+            CliError::Config(_) | CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
         }
     }
@@ -165,14 +171,12 @@ async fn serve(config_file: Option<&Path>) -> Result<(), CliError> {
     if let Some(path) = development {
         tracing::warn!(path = %path.display(), "using development secrets for settings that are not configured; read them from this file");
     }
-    if settings.per_nurse_figures {
-        tracing::info!("per-nurse figures are on (ALLIANCE_PER_NURSE_FIGURES); they need the works council's consent");
-    }
-    if settings.nurse_feedback {
-        tracing::info!(
-            "nurse feedback is on (ALLIANCE_NURSE_FEEDBACK); a nurse sees the parent's answers after submitting her own"
-        );
-    }
+    tracing::info!(
+        per_nurse_figures = settings.per_nurse_figures,
+        nurse_feedback = settings.nurse_feedback,
+        "{}",
+        settings.optional_features()
+    );
     let data_dir = settings.data_dir.clone();
     let application = startup::build(settings)?;
     tracing::info!(address = %application.address, data_dir = %data_dir.display(), "service listening");
@@ -321,7 +325,8 @@ fn purge_command(config_file: Option<&Path>, dry_run: bool) -> Result<(), CliErr
         dry_run,
         |done| {
             if done % 10_000 == 0 {
-                eprintln!("{done} chats purged");
+                let verb = if dry_run { "counted" } else { "purged" };
+                eprintln!("{done} chats {verb}");
             }
         },
     )
@@ -329,14 +334,7 @@ fn purge_command(config_file: Option<&Path>, dry_run: bool) -> Result<(), CliErr
     store
         .flush_blocking()
         .map_err(|error| format!("cannot write the store: {error}"))?;
-    let verb = if dry_run { "would delete" } else { "deleted" };
-    println!(
-        "chats received before {} (retention {} days): {verb} {} chats, {} questionnaires, {} answers, {} comments",
-        summary.cutoff, summary.retention_days, summary.chats, summary.invitations, summary.answers, summary.comments
-    );
-    if dry_run {
-        println!("dry run: nothing was changed");
-    }
+    print!("{summary}");
     Ok(())
 }
 

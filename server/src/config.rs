@@ -735,6 +735,23 @@ fn write_private_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
 }
 
 impl Settings {
+    /// Describes the optional features that are off by default, each as on or
+    /// off with its setting, in one line for the start-up log.
+    pub fn optional_features(&self) -> String {
+        let state = |on: bool| if on { "on" } else { "off" };
+        let consent = if self.per_nurse_figures {
+            ", which needs the works council's consent"
+        } else {
+            ""
+        };
+        format!(
+            "optional features: per-nurse figures {} (ALLIANCE_PER_NURSE_FIGURES{consent}), \
+             nurse feedback {} (ALLIANCE_NURSE_FEEDBACK)",
+            state(self.per_nurse_figures),
+            state(self.nurse_feedback),
+        )
+    }
+
     /// Checks what a service needs before it accepts traffic: secrets, and on
     /// a non-loopback address an https public URL.
     pub fn check_ready_to_serve(&self) -> Result<(), ConfigError> {
@@ -795,6 +812,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn raw(pairs: &[(&'static str, &str)]) -> RawSettings {
@@ -828,6 +847,23 @@ mod tests {
             .unwrap();
         assert!(!settings.per_nurse_figures);
         assert!(!settings.nurse_feedback);
+    }
+
+    #[test]
+    fn optional_features_name_each_state() {
+        let off = raw(&[]).validate().unwrap().optional_features();
+        assert_eq!(
+            off,
+            "optional features: per-nurse figures off (ALLIANCE_PER_NURSE_FIGURES), \
+             nurse feedback off (ALLIANCE_NURSE_FEEDBACK)"
+        );
+        let on = raw(&[("per_nurse_figures", "true"), ("nurse_feedback", "true")])
+            .validate()
+            .unwrap()
+            .optional_features();
+        assert!(on.contains("per-nurse figures on"), "{on}");
+        assert!(on.contains("works council"), "{on}");
+        assert!(on.contains("nurse feedback on"), "{on}");
     }
 
     #[test]
@@ -920,6 +956,98 @@ mod tests {
         let error = settings.check_ready_to_serve().unwrap_err().to_string();
         assert!(error.contains("https"), "{error}");
         assert!(error.contains("ALLIANCE_SECRET_KEY"), "{error}");
+    }
+
+    /// Names of the settings that `validate` reads, found in this file's
+    /// source: the string literal that each reading helper is called with.
+    fn keys_read_by_source() -> BTreeSet<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/config.rs");
+        let source = std::fs::read_to_string(path).unwrap();
+        // Joining the trimmed lines undoes rustfmt's breaks in method chains.
+        let code: String = source
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .collect();
+        let mut keys = BTreeSet::new();
+        for call in [
+            "self.get(",
+            "self.flag(",
+            "self.secret_text(",
+            "self.name(",
+            "attribute(",
+            ">(",
+        ] {
+            for (start, _) in code.match_indices(call) {
+                let rest = &code[start + call.len()..];
+                let Some(literal) = rest.strip_prefix('"') else {
+                    continue;
+                };
+                let name: String = literal.chars().take_while(|c| *c != '"').collect();
+                if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    keys.insert(name);
+                }
+            }
+        }
+        keys
+    }
+
+    /// Collects the `ALLIANCE_*` names in the first column of the tables under `heading`.
+    fn documented_settings(file: &str, heading: &str) -> BTreeSet<String> {
+        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let section = text
+            .split("\n## ")
+            .find(|section| section.lines().next() == Some(heading))
+            .unwrap_or_else(|| panic!("{file} has no section \"## {heading}\""));
+        section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `ALLIANCE_"))
+            .filter_map(|rest| rest.split('`').next())
+            .map(|name| format!("ALLIANCE_{name}"))
+            .collect()
+    }
+
+    #[test]
+    fn source_reads_only_known_settings() {
+        let read = keys_read_by_source();
+        assert!(read.len() >= 30, "the source scan finds the settings: {read:?}");
+        for key in &read {
+            assert!(KEYS.contains(&key.as_str()), "config.rs reads {key}, which KEYS lacks");
+        }
+        for key in KEYS {
+            assert!(read.contains(*key), "KEYS has {key}, which validate() never reads");
+        }
+    }
+
+    #[test]
+    fn every_setting_is_in_the_complete_tables() {
+        let variables: BTreeSet<String> = keys_read_by_source().iter().map(|key| env_name(key)).collect();
+        for (file, heading) in [
+            ("docs/operations.md", "Settings"),
+            ("docs/nl/beheer.md", "Instellingen"),
+        ] {
+            let documented = documented_settings(file, heading);
+            for variable in &variables {
+                assert!(documented.contains(variable), "{file} (## {heading}) lacks {variable}");
+            }
+            for variable in &documented {
+                assert!(
+                    variables.contains(variable),
+                    "{file} (## {heading}) lists {variable}, which is no setting"
+                );
+            }
+        }
+        for (file, heading) in [("README.md", "Run the service"), ("README.nl.md", "De dienst draaien")] {
+            for variable in documented_settings(file, heading) {
+                assert!(
+                    variables.contains(&variable),
+                    "{file} lists {variable}, which is no setting"
+                );
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod report;
 pub mod retention;
 pub mod routes;
+pub mod shutdown;
 pub mod signature;
 pub mod startup;
 pub mod store;

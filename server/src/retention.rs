@@ -1,5 +1,5 @@
-//! The retention job: deletes the raw answers and comments of chats older
-//! than the retention period and keeps what reports need as totals.
+//! The retention job: deletes chats older than the retention period whole,
+//! with their answers and comments, and keeps what reports need as totals.
 //!
 //! Each purged chat is folded into the totals of its stratum (organization ×
 //! topic × child age group × ISO week of the chat's end) in the same write
@@ -9,6 +9,8 @@
 //! so their counts, coefficients and bootstrap intervals stay the same after
 //! a purge. Age is measured on the service's clock, from when the service
 //! received the chat-ended webhook.
+
+use std::fmt;
 
 use serde::Serialize;
 
@@ -29,6 +31,52 @@ pub struct PurgeSummary {
     pub invitations: u64,
     pub answers: u64,
     pub comments: u64,
+    pub dead_letters: u64,
+}
+
+impl fmt::Display for PurgeSummary {
+    /// Writes what the purge deleted (or would delete) and what it kept, one
+    /// line each, for operators who must match it with their retention policy.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        writeln!(
+            f,
+            "retention period {} days: chats the service received before {}",
+            self.retention_days, self.cutoff
+        )?;
+        writeln!(f, "{verb} these chats whole: {}", self.chats)?;
+        writeln!(
+            f,
+            "  chat records (pseudonym, end time, organization, topic, child age group, locale) with their \
+             report facts: {}",
+            self.chats
+        )?;
+        writeln!(
+            f,
+            "  questionnaires: {}, with {} answers and their times, and {} comments",
+            self.invitations, self.answers, self.comments
+        )?;
+        writeln!(
+            f,
+            "  dead letters, which hold the platform's raw chat and participant ids: {}",
+            self.dead_letters
+        )?;
+        writeln!(
+            f,
+            "kept: the totals per organization, topic, child age group and ISO week (funnel counts and \
+             the 22 ratings of each matched pair, without pseudonym, times or comments), so reports over \
+             the purged weeks stay the same"
+        )?;
+        writeln!(
+            f,
+            "not touched: chats received on or after the cutoff, and the accepted webhook ids, which the \
+             service deletes 8 days after receipt"
+        )?;
+        if self.dry_run {
+            writeln!(f, "dry run: nothing was changed")?;
+        }
+        Ok(())
+    }
 }
 
 /// Purges every chat received more than `retention_days` before `now`.
@@ -65,6 +113,7 @@ pub fn purge(
             summary.invitations += purged.invitations;
             summary.answers += purged.answers;
             summary.comments += purged.comments;
+            summary.dead_letters += purged.dead_letters;
             progress(summary.chats);
         }
     }
@@ -81,6 +130,7 @@ fn dry_run_counts(store: &Store, key: &str) -> Result<Option<crate::store::Purge
         if let Some(invitation) = store.invitation(id)? {
             counts.add(&invitation);
         }
+        counts.dead_letters += u64::from(store.is_dead_letter(id)?);
     }
     Ok(Some(counts))
 }

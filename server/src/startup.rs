@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::delivery::{self, DeliveryHandle};
 use crate::error::ApiError;
 use crate::ratelimit::RateLimiter;
+use crate::shutdown::{InFlight, InFlightBody};
 use crate::store::Store;
 use crate::store::records::Millis;
 use crate::token::{PseudonymKey, TokenKey};
@@ -32,6 +33,8 @@ pub struct AppState {
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Held while `POST /api/admin/backup` writes a copy, so copies never overlap.
     pub(crate) backup_running: tokio::sync::Mutex<()>,
+    /// Requests being handled, which a graceful stop waits for.
+    pub in_flight: std::sync::Arc<InFlight>,
 }
 
 /// What an admin token may see.
@@ -181,6 +184,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         settings,
         background: Default::default(),
         backup_running: Default::default(),
+        in_flight: Default::default(),
     });
 
     let mut background = vec![
@@ -207,6 +211,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
 
     let app_state = state.clone();
     let server = HttpServer::new(move || {
+        let in_flight = app_state.in_flight.clone();
         App::new()
             .app_data(app_state.clone())
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
@@ -238,10 +243,30 @@ pub fn build(settings: Settings) -> Result<Application, String> {
                     .add(("Referrer-Policy", "no-referrer")),
             )
             .wrap(crate::telemetry::RequestLog)
+            .wrap_fn(move |request, service| {
+                use actix_web::dev::Service;
+                let guard = in_flight.enter();
+                let reply = service.call(request);
+                async move {
+                    let mut response = reply.await?;
+                    if guard.is_draining() {
+                        // The client reconnects for its next request, so no
+                        // keep-alive connection outlives the stop.
+                        response
+                            .response_mut()
+                            .head_mut()
+                            .set_connection_type(actix_web::http::ConnectionType::Close);
+                    }
+                    Ok(response.map_body(|_, body| InFlightBody::new(body, guard)))
+                }
+            })
             .configure(crate::routes::configure)
     })
     .listen(listener)
     .map_err(|error| format!("cannot start the HTTP server: {error}"))?
+    // Signals are handled by `run_until_stopped` (see crate::shutdown); the
+    // timeout bounds a graceful stop that a caller starts through `handle`.
+    .disable_signals()
     .shutdown_timeout(10)
     .run();
 
@@ -254,44 +279,69 @@ pub fn build(settings: Settings) -> Result<Application, String> {
 }
 
 impl Application {
-    /// Runs until the server stops, then stops the delivery worker and flushes.
+    /// Runs until the server stops or a stop signal arrives (see
+    /// [`crate::shutdown`]), then stops the delivery worker and the
+    /// background tasks and flushes the store.
     pub async fn run_until_stopped(self) -> Result<(), String> {
-        let state = self.state.clone();
-        let result = self.server.await.map_err(|error| error.to_string());
+        let mut signals = crate::shutdown::StopSignals::listen();
+        let Application {
+            handle, server, state, ..
+        } = self;
+        let mut server = tokio::spawn(server);
+        let finished = tokio::select! {
+            finished = &mut server => finished,
+            signal = signals.next() => {
+                crate::shutdown::stop_server(&handle, &state.in_flight, &mut signals, signal).await;
+                (&mut server).await
+            }
+        };
+        let result = match finished {
+            Ok(served) => served.map_err(|error| error.to_string()),
+            Err(error) => Err(format!("the HTTP server task failed: {error}")),
+        };
         state.stop().await;
         state.store.flush().await.map_err(|error| error.to_string())?;
         result
     }
 }
 
-/// Purges chats older than the retention period at start and then once a day.
+/// Purges chats older than the retention period at start and then once a
+/// day, and logs the result every time, also when nothing was old enough.
 /// While the store is younger than the retention period no chat can be old
 /// enough, so the scan over every chat is skipped.
 async fn purge_daily(store: Store, retention_days: u32) {
     const DAY_MILLIS: Millis = 24 * 3_600_000;
     loop {
-        let cutoff = now_millis() - Millis::from(retention_days) * DAY_MILLIS;
-        match store.first_started_at(now_millis()) {
-            Ok(first_start) if first_start > cutoff => {
-                tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-                continue;
+        let now = now_millis();
+        let cutoff = now - Millis::from(retention_days) * DAY_MILLIS;
+        let store_is_younger = match store.first_started_at(now) {
+            Ok(first_start) => first_start > cutoff,
+            Err(error) => {
+                tracing::error!(%error, "reading the store's first start failed; purging anyway");
+                false
             }
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "reading the store's first start failed; purging anyway"),
-        }
-        let job_store = store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            crate::retention::purge(&job_store, now_millis(), retention_days, false, |_| {})
-        })
-        .await;
+        };
+        let result = if store_is_younger {
+            Ok(Ok(crate::retention::PurgeSummary {
+                retention_days,
+                cutoff: crate::routes::questionnaire::time_text(cutoff),
+                ..Default::default()
+            }))
+        } else {
+            let job_store = store.clone();
+            tokio::task::spawn_blocking(move || crate::retention::purge(&job_store, now, retention_days, false, |_| {}))
+                .await
+        };
         match result {
-            Ok(Ok(summary)) if summary.chats == 0 => {}
             Ok(Ok(summary)) => tracing::info!(
                 chats = summary.chats,
+                invitations = summary.invitations,
                 answers = summary.answers,
                 comments = summary.comments,
+                dead_letters = summary.dead_letters,
                 retention_days,
-                "purged chats older than the retention period"
+                cutoff = %summary.cutoff,
+                "retention purge finished"
             ),
             Ok(Err(error)) => tracing::error!(%error, "the retention purge failed; trying again in a day"),
             Err(error) => tracing::error!(%error, "the retention purge stopped; trying again in a day"),

@@ -1,8 +1,18 @@
-//! The command line as an operator meets it: `check-config` and `sign`.
+//! The command line as an operator meets it: `check-config`, `sign`,
+//! `purge` and the arguments of `backup`.
 //! Having an integration test here also makes `cargo test --workspace` build
 //! the `alliance` binary that the end-to-end tests in `tests/` run.
 
 use std::process::Command;
+
+use alliance::bench::fill::write_chat;
+use alliance::questionnaire::Role;
+use alliance::startup::now_millis;
+use alliance::store::records::QueuedDelivery;
+use alliance::store::{Store, queue_key};
+use alliance::token::ServerKey;
+
+const DAY: i64 = 24 * 3_600_000;
 
 fn alliance() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_alliance"));
@@ -85,4 +95,108 @@ fn sign_rejects_a_pasted_signature() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("signature"));
+}
+
+/// Writes three chats received 800 days ago, one of them with a dead
+/// letter, and one received yesterday; returns the dead letter's invitation.
+fn store_with_old_chats(dir: &std::path::Path) -> alliance::token::InvitationId {
+    let store = Store::open(dir, 16 << 20).unwrap();
+    let key = ServerKey::from_bytes(vec![7; 32]).unwrap().pseudonym_key();
+    let now = now_millis();
+    for number in 0..3 {
+        write_chat(&store, &key, number, now - 800 * DAY).unwrap();
+    }
+    write_chat(&store, &key, 3, now - DAY).unwrap();
+    store.flush_blocking().unwrap();
+
+    let chat = store.chat(&key.pseudonym("chat", "fill-0")).unwrap().unwrap();
+    let id = chat.parent_invitation;
+    let delivery = QueuedDelivery {
+        invitation_id: id.clone(),
+        role: Role::Parent,
+        chat_id: "c-raw-0".into(),
+        participant_id: "v-raw-0".into(),
+        locale: "nl".into(),
+        attempts: 1,
+        created_at: now - 800 * DAY,
+        next_attempt_at: now - 800 * DAY,
+        last_error: Some("platform answered 400 Bad Request".into()),
+    };
+    store
+        .dead_letter(&queue_key(delivery.next_attempt_at, &id), &delivery)
+        .unwrap();
+    store.flush_blocking().unwrap();
+    id
+}
+
+#[test]
+fn purge_output_says_what_is_deleted_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = store_with_old_chats(dir.path());
+
+    let output = alliance()
+        .args(["purge", "--dry-run"])
+        .env("ALLIANCE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "retention period 730 days",
+        "would delete these chats whole: 3",
+        "chat records (pseudonym, end time, organization, topic, child age group, locale) with their report facts: 3",
+        "questionnaires: 6, with",
+        "dead letters, which hold the platform's raw chat and participant ids: 1",
+        "kept: the totals per organization, topic, child age group and ISO week",
+        "not touched: chats received on or after the cutoff",
+        "dry run: nothing was changed",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+
+    let output = alliance()
+        .arg("purge")
+        .env("ALLIANCE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("deleted these chats whole: 3"), "{stdout}");
+    assert!(stdout.contains("participant ids: 1"), "{stdout}");
+    assert!(!stdout.contains("dry run"), "{stdout}");
+
+    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    assert_eq!(store.chat_count(), 1, "only the recent chat is left");
+    assert!(
+        !store.is_dead_letter(&dead_letter).unwrap(),
+        "the dead letter is deleted"
+    );
+}
+
+#[test]
+fn backup_rejects_a_directory_with_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = alliance()
+        .args(["backup", "--server", "http://127.0.0.1:9"])
+        .arg(dir.path().join("copy"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be used with --server"), "{stderr}");
+    assert!(
+        stderr.contains("ALLIANCE_BACKUP_DIR"),
+        "names where the service writes: {stderr}"
+    );
+    assert!(stderr.contains("Leave out DIR"), "says what to do: {stderr}");
+    assert!(!dir.path().join("copy").exists(), "nothing is written");
+}
+
+#[test]
+fn backup_needs_a_directory_or_server() {
+    let output = alliance().arg("backup").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing DIR"), "{stderr}");
+    assert!(stderr.contains("--server URL"), "{stderr}");
 }

@@ -202,3 +202,40 @@ fn simultaneous_backups_never_fail_or_share_a_directory() {
         );
     }
 }
+
+#[test]
+fn backup_through_server_names_its_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let platform = RecordingPlatform::start();
+    let config = config_with_backups(root.path(), &platform);
+    let backups = root.path().join("backups");
+    let service = Service::start(&config);
+    let webhook = SignedWebhook::chat_ended(&config.webhook_secrets[0], "c-backup-cli");
+    assert_eq!(webhook.send(&service).0, 202);
+
+    let mut command = Command::new(binary());
+    config.apply(&mut command);
+    let output = command.args(["backup", "--server", &service.url("")]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("wrote a backup of 1 chats to"), "{stdout}");
+    let written: Vec<_> = std::fs::read_dir(&backups).unwrap().flatten().collect();
+    assert_eq!(written.len(), 1, "one backup directory under ALLIANCE_BACKUP_DIR");
+    let path = written[0].path();
+    assert!(
+        stdout.contains(&path.display().to_string()),
+        "the output names {}: {stdout}",
+        path.display()
+    );
+
+    let mut command = Command::new(binary());
+    config.apply(&mut command);
+    let output = command
+        .args(["backup", "--server", &service.url("")])
+        .arg(root.path().join("ignored"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "DIR with --server is rejected");
+    assert!(!root.path().join("ignored").exists());
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1, "no second backup");
+}

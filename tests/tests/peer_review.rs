@@ -13,18 +13,15 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use common::{RecordingPlatform, Service, SignedWebhook, TestConfig, client, now_secs, sign};
+use common::{RecordingPlatform, Service, SignedWebhook, TestConfig, client, hex, now_secs, pseudonym, sign};
 
 /// Smallest group shown in these tests, so that a few chats make a group.
 const MIN_CELL_SIZE: &str = "3";
 
 /// Server key that `TestConfig::apply` passes as `ALLIANCE_SECRET_KEY`.
-const TEST_SERVER_KEY: [u8; 32] = [42; 32];
-
 const NOORD_TOKEN: &str = "noord-quality-token-0123456789";
 const ZUID_TOKEN: &str = "zuid-quality-token-0123456789";
 
@@ -167,25 +164,6 @@ const CHATS: &[ChatSpec] = &[
     pair("chat-west-03", "GGD West", "pro-eva", W28, ALL_GOOD, ALL_GOOD),
     pair("chat-zuid-01", "GGD Zuid", "pro-fien", W26, ALL_GOOD, ITEM_4_LOW),
 ];
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Computes the stored pseudonym of a platform id from the documented
-/// derivation: HMAC-SHA256(pseudonym key, kind ‖ 0 ‖ id).
-fn pseudonym(kind: &str, id: &str) -> String {
-    let key = hmac_sha256(&TEST_SERVER_KEY, &[b"alliance/pseudonym-key/v1"]);
-    hex(&hmac_sha256(&key, &[kind.as_bytes(), b"\0", id.as_bytes()]))
-}
 
 /// Computes the label a nurse gets in per-nurse figures.
 fn nurse_label(participant_id: &str) -> String {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod chatwoot;
 pub mod console;
 pub mod dashboard;
+pub mod deliveries;
 pub mod health;
 pub mod pages;
 pub mod peer_review;
@@ -44,8 +45,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(dashboard::logout)
         .service(dashboard::stylesheet)
         .service(peer_review::view_page)
-        .service(admin::deliveries)
-        .service(admin::retry_delivery)
+        .service(deliveries::deliveries)
+        .service(deliveries::retry_delivery)
         .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)

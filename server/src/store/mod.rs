@@ -148,6 +148,8 @@ pub struct PurgedChat {
     pub invitations: u64,
     pub answers: u64,
     pub comments: u64,
+    /// Dead letters of the chat, which hold its raw platform ids.
+    pub dead_letters: u64,
 }
 
 impl PurgedChat {
@@ -157,6 +159,15 @@ impl PurgedChat {
         self.answers += invitation.response.answered() as u64;
         self.comments += u64::from(invitation.response.comment.is_some());
     }
+}
+
+/// One of the two lists of deliveries: the queue or the dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryList {
+    /// The `queue` tree, keyed by due time and invitation id.
+    Pending,
+    /// The `dead` tree, keyed by invitation id.
+    Dead,
 }
 
 /// The result of a read-modify-write on one invitation.
@@ -708,7 +719,9 @@ impl Store {
                 if let Some(bytes) = writes.remove(TreeId::Invitations, id.as_str().as_bytes())? {
                     purged.add(&decode(id.as_str().as_bytes(), &bytes)?);
                 }
-                writes.remove(TreeId::Dead, id.as_str().as_bytes())?;
+                if writes.remove(TreeId::Dead, id.as_str().as_bytes())?.is_some() {
+                    purged.dead_letters += 1;
+                }
             }
             writes.remove(TreeId::Facts, chat_key.as_bytes())?;
             writes.remove(TreeId::Chats, chat_key.as_bytes())?;
@@ -828,6 +841,46 @@ impl Store {
                 decode(&key, &value)
             })
             .collect()
+    }
+
+    /// Reads up to `limit` deliveries of `list` in key order, starting after
+    /// the key `after`, and keeps those for which `keep` returns true. Each
+    /// comes with its key, which a later call takes as `after`.
+    pub fn deliveries_page(
+        &self,
+        list: DeliveryList,
+        after: Option<&[u8]>,
+        limit: usize,
+        mut keep: impl FnMut(&QueuedDelivery) -> Result<bool, StoreError>,
+    ) -> Result<Vec<(Vec<u8>, QueuedDelivery)>, StoreError> {
+        let tree = match list {
+            DeliveryList::Pending => {
+                self.settle();
+                &self.queue
+            }
+            DeliveryList::Dead => &self.dead,
+        };
+        let start = match after {
+            Some(key) => std::ops::Bound::Excluded(key.to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut page = Vec::new();
+        for entry in tree.range((start, std::ops::Bound::Unbounded)) {
+            if page.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let delivery: QueuedDelivery = decode(&key, &value)?;
+            if keep(&delivery)? {
+                page.push((key.to_vec(), delivery));
+            }
+        }
+        Ok(page)
+    }
+
+    /// Returns whether the invitation is in the dead-letter list.
+    pub fn is_dead_letter(&self, id: &InvitationId) -> Result<bool, StoreError> {
+        Ok(self.dead.contains_key(id.as_str())?)
     }
 
     /// Creation time of the oldest queued delivery.

@@ -54,6 +54,28 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// The server key (`ALLIANCE_SECRET_KEY`) of every test service.
+pub const TEST_SERVER_KEY: [u8; 32] = [42; 32];
+
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Computes the stored pseudonym of a platform id from the documented
+/// derivation: HMAC-SHA256(pseudonym key, kind ‖ 0 ‖ id).
+pub fn pseudonym(kind: &str, id: &str) -> String {
+    let key = hmac_sha256(&TEST_SERVER_KEY, &[b"alliance/pseudonym-key/v1"]);
+    hex(&hmac_sha256(&key, &[kind.as_bytes(), b"\0", id.as_bytes()]))
+}
+
 pub fn random_secret() -> String {
     format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()))
 }
@@ -99,7 +121,7 @@ impl TestConfig {
         command
             .env("ALLIANCE_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("ALLIANCE_DATA_DIR", &self.data_dir)
-            .env("ALLIANCE_SECRET_KEY", STANDARD.encode([42u8; 32]))
+            .env("ALLIANCE_SECRET_KEY", STANDARD.encode(TEST_SERVER_KEY))
             .env("ALLIANCE_WEBHOOK_SECRETS", self.webhook_secrets.join(","))
             .env("ALLIANCE_PLATFORM_URL", &self.platform_url)
             .env("ALLIANCE_PLATFORM_TOKEN", &self.platform_token)
@@ -121,7 +143,16 @@ pub struct Service {
 
 impl Service {
     pub fn start(config: &TestConfig) -> Self {
+        Self::start_with_config_file(config, None)
+    }
+
+    /// Starts `alliance --config FILE serve` when `file` is given, with the
+    /// test settings as environment variables, which override the file.
+    pub fn start_with_config_file(config: &TestConfig, file: Option<&Path>) -> Self {
         let mut command = Command::new(binary());
+        if let Some(file) = file {
+            command.arg("--config").arg(file);
+        }
         command.arg("serve").stdout(Stdio::null()).stderr(Stdio::inherit());
         config.apply(&mut command);
         let child = command.spawn().expect("alliance serve starts");
