@@ -164,6 +164,32 @@ fn other_events_and_accounts_are_ignored() {
 }
 
 #[test]
+fn webhook_without_account_is_ignored() {
+    let (_dir, platform, service) = start(3600);
+    let mut other_account = status_changed(20, "resolved");
+    other_account["account_id"] = json!(ACCOUNT + 1);
+    let (other_status, other_body) = send(&service, &other_account, "d-20", SECRET);
+
+    let mut no_account = status_changed(21, "resolved");
+    no_account.as_object_mut().unwrap().remove("account_id");
+    let (status, body) = send(&service, &no_account, "d-21", SECRET);
+
+    assert_eq!(status, other_status, "{body}");
+    assert_eq!(body["status"], other_body["status"], "{body}");
+    assert_eq!(body["error"], other_body["error"], "{body}");
+    assert_eq!(body["status"], "ignored", "{body}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("account_id"),
+        "the reason names the missing field: {body}"
+    );
+
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(platform.requests().is_empty(), "nothing was posted");
+    assert_eq!(service.report()["chats"], 0);
+}
+
+#[test]
 fn wrong_chatwoot_signature_is_rejected() {
     let (_dir, _platform, service) = start(3600);
     let (status, body) = send(&service, &status_changed(10, "resolved"), "d-3", "not-the-secret");
