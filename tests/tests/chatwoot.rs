@@ -81,13 +81,17 @@ fn send(service: &Service, payload: &Value, delivery: &str, secret: &str) -> (u1
     (status, response.json().unwrap_or(Value::Null))
 }
 
+/// Waits up to 10 s for the two invitations of a conversation and checks them.
 fn assert_invitations_posted(platform: &RecordingPlatform, display_id: u64) {
     let path = format!("/api/v1/accounts/{ACCOUNT}/conversations/{display_id}/messages");
-    let posted: Vec<_> = platform
-        .wait_for(2, Duration::from_secs(10))
-        .into_iter()
-        .filter(|r| r.path == path)
-        .collect();
+    let started = std::time::Instant::now();
+    let posted = loop {
+        let posted: Vec<_> = platform.requests().into_iter().filter(|r| r.path == path).collect();
+        if posted.len() >= 2 || started.elapsed() > Duration::from_secs(10) {
+            break posted;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(posted.len(), 2, "two posts to {path}");
     for request in &posted {
         assert_eq!(request.headers["api_access_token"], "test-platform-token-0123456789");
@@ -222,4 +226,37 @@ fn reconciliation_invites_when_the_webhook_is_lost() {
     let (status, body) = send(&service, &status_changed(12, "resolved"), "late", SECRET);
     assert_eq!((status, body["status"].clone()), (200, json!("duplicate")));
     assert_eq!(service.report()["chats"], 1);
+}
+
+#[test]
+fn reconciliation_skips_conversations_resolved_before_first_start() {
+    // Inside the 300 s overlap that later polls look back over.
+    let resolved_before_start = now_secs() - 250;
+    let (_dir, platform, service) = start(1);
+    let after_start = now_secs();
+    let early = conversation(13, "resolved", resolved_before_start);
+    let lost = conversation(14, "resolved", after_start + 5);
+    *platform.conversations.lock().unwrap() = json!({ "data": { "meta": {}, "payload": [lost, early] } });
+
+    assert_invitations_posted(&platform, 14);
+    std::thread::sleep(Duration::from_millis(2500));
+    let posted_to_early = platform
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/conversations/13/"))
+        .count();
+    assert_eq!(
+        posted_to_early, 0,
+        "a conversation resolved 250 s before the first start is not invited"
+    );
+
+    // Resolved after the first start but before the last poll: the overlap
+    // of later polls still finds it.
+    let missed = conversation(15, "resolved", after_start);
+    platform.conversations.lock().unwrap()["data"]["payload"]
+        .as_array_mut()
+        .unwrap()
+        .push(missed);
+    assert_invitations_posted(&platform, 15);
+    assert_eq!(service.report()["chats"], 2);
 }
