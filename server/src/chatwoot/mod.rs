@@ -124,9 +124,9 @@ pub fn conversation_event(
     let contact = id_of("/meta/sender/id")
         .or_else(|| id_of("/contact_inbox/contact_id"))
         .ok_or("field \"meta.sender.id\" (the contact) is required")?;
-    // A resolved conversation without an assignee still gets a private note;
-    // any agent of the inbox can answer it.
-    let assignee = id_of("/meta/assignee/id").unwrap_or_else(|| "unassigned".to_string());
+    // A resolved conversation without an assignee still gets a private note,
+    // which any agent of the inbox may fill in, but its chat belongs to no nurse.
+    let assignee = id_of("/meta/assignee/id");
 
     let ended_secs = ["/timestamp", "/last_activity_at", "/updated_at"]
         .iter()
@@ -267,11 +267,26 @@ mod tests {
         };
         assert_eq!(chat.chat_id, "42");
         assert_eq!(chat.parent_participant, "981");
-        assert_eq!(chat.professional_participant, "17");
+        assert_eq!(chat.professional_participant.as_deref(), Some("17"));
         assert_eq!(chat.organization.as_deref(), Some("GGD Regio Utrecht"));
         assert_eq!(chat.topic.as_deref(), Some("voeding"));
         assert_eq!(chat.child_age_group.as_deref(), Some("0-5"));
         assert_eq!(chat.ended_at, "2022-07-01T10:14:31Z");
+    }
+
+    #[test]
+    fn conversation_without_assignee_has_no_professional() {
+        for assignee in [json!(null), json!({})] {
+            let payload = json!({
+                "event": "conversation_status_changed", "id": 110, "account_id": 1, "status": "resolved",
+                "meta": { "sender": { "id": 981 }, "assignee": assignee },
+            });
+            let ConversationEvent::Resolved(chat) = conversation_event(&payload, Some(1), &attributes(), 0).unwrap()
+            else {
+                panic!("expected a resolved chat");
+            };
+            assert_eq!(chat.professional_participant, None, "assignee {assignee}");
+        }
     }
 
     #[test]
