@@ -7,6 +7,10 @@ use crate::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, Queued
 use crate::store::{ChatAcceptance, NewChat, StoreError};
 use crate::token::InvitationId;
 
+/// Pseudonym kind of the professional of a chat without an assignee. Such a
+/// pseudonym is taken over the chat id.
+const UNASSIGNED_PROFESSIONAL_KIND: &str = "unassigned-professional";
+
 /// A chat that ended, as a platform reported it; raw ids, validated.
 #[derive(Clone, Debug)]
 pub struct EndedChat {
@@ -19,7 +23,9 @@ pub struct EndedChat {
     pub child_age_group: Option<String>,
     pub locale: String,
     pub parent_participant: String,
-    pub professional_participant: String,
+    /// The professional's participant id; `None` when the chat had no assignee
+    /// (a Chatwoot conversation resolved without one).
+    pub professional_participant: Option<String>,
     /// Messages from the parent and from the professional, when the platform sends them.
     pub message_counts: Option<(u64, u64)>,
 }
@@ -34,6 +40,15 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
     let parent_id = InvitationId::generate();
     let professional_id = InvitationId::generate();
     let eligible = is_eligible(chat, state.settings.min_messages_per_side);
+    let professional_pseudonym = match &chat.professional_participant {
+        Some(participant) => state.pseudonym_key.pseudonym("participant", participant),
+        // No nurse to key on, so the pseudonym is taken over the chat id, in a
+        // kind of its own. Two unassigned chats never share it, and it never
+        // equals the pseudonym of a real participant id.
+        None => state
+            .pseudonym_key
+            .pseudonym(UNASSIGNED_PROFESSIONAL_KIND, &chat.chat_id),
+    };
 
     let record = ChatRecord {
         received_at: now,
@@ -45,11 +60,8 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
         eligible,
         parent_invitation: parent_id.clone(),
         professional_invitation: professional_id.clone(),
-        professional_participant: Some(
-            state
-                .pseudonym_key
-                .pseudonym("participant", &chat.professional_participant),
-        ),
+        professional_participant: Some(professional_pseudonym),
+        professional_unassigned: chat.professional_participant.is_none(),
     };
     let invitation = |id: &InvitationId, role: Role| InvitationRecord {
         id: id.clone(),
@@ -79,7 +91,13 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
     ];
     let deliveries = [
         delivery(&parent_id, Role::Parent, &chat.parent_participant),
-        delivery(&professional_id, Role::Professional, &chat.professional_participant),
+        // Only generic platforms address the recipient by participant id,
+        // and their webhook always names the professional.
+        delivery(
+            &professional_id,
+            Role::Professional,
+            chat.professional_participant.as_deref().unwrap_or_default(),
+        ),
     ];
 
     state.store.inbox_room().await;
@@ -130,7 +148,7 @@ mod tests {
             child_age_group: None,
             locale: "nl".into(),
             parent_participant: "v-1".into(),
-            professional_participant: "n-1".into(),
+            professional_participant: Some("n-1".into()),
             message_counts: counts,
         }
     }

@@ -28,6 +28,7 @@ fn accept(store: &Store, webhook: &str, chat: &str) -> ChatAcceptance {
         parent_invitation: ids[0].clone(),
         professional_invitation: ids[1].clone(),
         professional_participant: None,
+        professional_unassigned: false,
     };
     let roles = [Role::Parent, Role::Professional];
     let invitations = [0, 1].map(|n| InvitationRecord {

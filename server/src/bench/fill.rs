@@ -153,6 +153,7 @@ pub fn write_chat(store: &Store, key: &PseudonymKey, number: usize, received_at:
         parent_invitation: parent_id.clone(),
         professional_invitation: professional_id.clone(),
         professional_participant: Some(key.pseudonym("participant", &format!("n-{}", number % 400))),
+        professional_unassigned: false,
     };
     let invitation = |id: &InvitationId, role: Role| InvitationRecord {
         id: id.clone(),

@@ -85,8 +85,8 @@ pub enum ConversationEvent {
 }
 
 /// Reads a conversation object, from a webhook or from the conversations
-/// API, into an ended chat. `account_id` must match when the payload names
-/// an account; conversations of another account are ignored.
+/// API, into an ended chat. With `account_id` set, a conversation of another
+/// account, or one that names no account, is ignored.
 pub fn conversation_event(
     payload: &Value,
     account_id: Option<u64>,
@@ -104,15 +104,9 @@ pub fn conversation_event(
         return Ok(ConversationEvent::Ignored(format!("status {status:?} is not resolved")));
     }
 
-    let payload_account = payload
-        .get("account_id")
-        .and_then(Value::as_u64)
-        .or_else(|| payload.pointer("/account/id").and_then(Value::as_u64));
-    if let (Some(expected), Some(actual)) = (account_id, payload_account) {
-        if expected != actual {
-            return Ok(ConversationEvent::Ignored(format!(
-                "conversation of another account ({actual})"
-            )));
+    if let Some(expected) = account_id {
+        if let Some(reason) = account_mismatch(payload, expected) {
+            return Ok(ConversationEvent::Ignored(reason));
         }
     }
 
@@ -130,9 +124,9 @@ pub fn conversation_event(
     let contact = id_of("/meta/sender/id")
         .or_else(|| id_of("/contact_inbox/contact_id"))
         .ok_or("field \"meta.sender.id\" (the contact) is required")?;
-    // A resolved conversation without an assignee still gets a private note;
-    // any agent of the inbox can answer it.
-    let assignee = id_of("/meta/assignee/id").unwrap_or_else(|| "unassigned".to_string());
+    // A resolved conversation without an assignee still gets a private note,
+    // which any agent of the inbox may fill in, but its chat belongs to no nurse.
+    let assignee = id_of("/meta/assignee/id");
 
     let ended_secs = ["/timestamp", "/last_activity_at", "/updated_at"]
         .iter()
@@ -156,6 +150,37 @@ pub fn conversation_event(
         professional_participant: assignee,
         message_counts: None,
     }))
+}
+
+/// Returns why a conversation does not belong to account `expected`, or
+/// `None` when it does. The account ids a payload can name are its
+/// `account_id`, its `account.id` and the `account_id` of each message in
+/// `messages`. Some Chatwoot versions send conversation webhooks whose only
+/// account ids are those in `messages`. Every id named must equal
+/// `expected`, and at least one must be named.
+fn account_mismatch(payload: &Value, expected: u64) -> Option<String> {
+    let mut named = Vec::new();
+    named.extend(payload.get("account_id").and_then(Value::as_u64));
+    named.extend(payload.pointer("/account/id").and_then(Value::as_u64));
+    if let Some(messages) = payload.get("messages").and_then(Value::as_array) {
+        named.extend(
+            messages
+                .iter()
+                .filter_map(|message| message.get("account_id").and_then(Value::as_u64)),
+        );
+    }
+
+    if named.is_empty() {
+        return Some(
+            "field \"account_id\" is missing: with ALLIANCE_CHATWOOT_ACCOUNT_ID set, only conversations \
+             that name their account are accepted"
+                .to_string(),
+        );
+    }
+    named
+        .into_iter()
+        .find(|actual| *actual != expected)
+        .map(|actual| format!("conversation of another account ({actual})"))
 }
 
 /// A custom attribute `key`, or else the first label `key:value`.
@@ -242,11 +267,26 @@ mod tests {
         };
         assert_eq!(chat.chat_id, "42");
         assert_eq!(chat.parent_participant, "981");
-        assert_eq!(chat.professional_participant, "17");
+        assert_eq!(chat.professional_participant.as_deref(), Some("17"));
         assert_eq!(chat.organization.as_deref(), Some("GGD Regio Utrecht"));
         assert_eq!(chat.topic.as_deref(), Some("voeding"));
         assert_eq!(chat.child_age_group.as_deref(), Some("0-5"));
         assert_eq!(chat.ended_at, "2022-07-01T10:14:31Z");
+    }
+
+    #[test]
+    fn conversation_without_assignee_has_no_professional() {
+        for assignee in [json!(null), json!({})] {
+            let payload = json!({
+                "event": "conversation_status_changed", "id": 110, "account_id": 1, "status": "resolved",
+                "meta": { "sender": { "id": 981 }, "assignee": assignee },
+            });
+            let ConversationEvent::Resolved(chat) = conversation_event(&payload, Some(1), &attributes(), 0).unwrap()
+            else {
+                panic!("expected a resolved chat");
+            };
+            assert_eq!(chat.professional_participant, None, "assignee {assignee}");
+        }
     }
 
     #[test]
@@ -264,8 +304,61 @@ mod tests {
     }
 
     #[test]
+    fn conversation_without_account_is_ignored() {
+        let payload = json!({ "event": "conversation_status_changed", "id": 1, "status": "resolved",
+                              "meta": { "sender": { "id": 5 } } });
+        let ConversationEvent::Ignored(reason) = conversation_event(&payload, Some(1), &attributes(), 0).unwrap()
+        else {
+            panic!("a conversation without account id was accepted");
+        };
+        assert!(reason.contains("\"account_id\" is missing"), "{reason}");
+    }
+
+    #[test]
+    fn unconfigured_account_is_not_checked() {
+        let payload = json!({ "event": "conversation_status_changed", "id": 1, "status": "resolved",
+                              "meta": { "sender": { "id": 5 } } });
+        let event = conversation_event(&payload, None, &attributes(), 0).unwrap();
+        assert!(matches!(event, ConversationEvent::Resolved(_)));
+    }
+
+    #[test]
+    fn message_account_ids_count() {
+        let resolved = |messages: Value| {
+            json!({ "event": "conversation_status_changed", "id": 1, "status": "resolved",
+                    "meta": { "sender": { "id": 5 } }, "messages": messages })
+        };
+
+        let same = resolved(json!([{ "id": 10, "account_id": 1 }]));
+        let event = conversation_event(&same, Some(1), &attributes(), 0).unwrap();
+        assert!(
+            matches!(event, ConversationEvent::Resolved(_)),
+            "account named by the message"
+        );
+
+        let other = resolved(json!([{ "id": 10, "account_id": 2 }]));
+        let event = conversation_event(&other, Some(1), &attributes(), 0).unwrap();
+        assert!(
+            matches!(event, ConversationEvent::Ignored(_)),
+            "message of another account"
+        );
+
+        let mut mixed = resolved(json!([{ "id": 10, "account_id": 2 }]));
+        mixed["account_id"] = json!(1);
+        let event = conversation_event(&mixed, Some(1), &attributes(), 0).unwrap();
+        assert!(matches!(event, ConversationEvent::Ignored(_)), "ids that disagree");
+
+        let unnamed = resolved(json!([{ "id": 10 }]));
+        let event = conversation_event(&unnamed, Some(1), &attributes(), 0).unwrap();
+        assert!(
+            matches!(event, ConversationEvent::Ignored(_)),
+            "message without account id"
+        );
+    }
+
+    #[test]
     fn missing_conversation_id_is_an_error() {
-        let payload = json!({ "event": "conversation_status_changed", "status": "resolved" });
+        let payload = json!({ "event": "conversation_status_changed", "status": "resolved", "account_id": 1 });
         assert!(
             conversation_event(&payload, Some(1), &attributes(), 0)
                 .unwrap_err()

@@ -14,7 +14,7 @@ use super::{ConversationEvent, conversation_event};
 use crate::startup::AppState;
 
 /// Overlap with the previous poll, so a conversation resolved while a poll
-/// ran is not missed.
+/// ran is not missed. It never reaches back past the service's first start.
 const OVERLAP_SECS: i64 = 300;
 
 /// Most pages read in one poll (Chatwoot returns 25 conversations a page).
@@ -38,8 +38,11 @@ pub async fn run(state: actix_web::web::Data<AppState>, client: Arc<ChatwootClie
 
 /// Polls once and returns how many new chats it accepted.
 pub async fn poll(state: &AppState, client: &ChatwootClient) -> Result<usize, String> {
-    let started = state.now_millis() / 1000;
-    let since = state.store.chatwoot_synced_until().map_err(|error| error.to_string())?;
+    let now = state.now_millis();
+    let started = now / 1000;
+    let first_started = state.store.first_started_at(now).map_err(|error| error.to_string())? / 1000;
+    let synced_until = state.store.chatwoot_synced_until().map_err(|error| error.to_string())?;
+    let oldest = oldest_activity(first_started, synced_until);
 
     let mut accepted = 0;
     for page in 1..=MAX_PAGES {
@@ -50,7 +53,7 @@ pub async fn poll(state: &AppState, client: &ChatwootClient) -> Result<usize, St
         let mut any_recent = false;
         for conversation in &conversations {
             let active_at = activity_secs(conversation);
-            if active_at < since - OVERLAP_SECS {
+            if active_at < oldest {
                 continue;
             }
             any_recent = true;
@@ -66,6 +69,14 @@ pub async fn poll(state: &AppState, client: &ChatwootClient) -> Result<usize, St
         .set_chatwoot_synced_until(started)
         .map_err(|error| error.to_string())?;
     Ok(accepted)
+}
+
+/// Returns the earliest last activity (Unix seconds) of a conversation that
+/// this poll may invite: the previous sync minus the overlap, but never
+/// earlier than the service's first start, so conversations resolved before
+/// the service ran are never invited.
+fn oldest_activity(first_started_secs: i64, synced_until_secs: i64) -> i64 {
+    (synced_until_secs - OVERLAP_SECS).max(first_started_secs)
 }
 
 fn activity_secs(conversation: &Value) -> i64 {
@@ -100,4 +111,29 @@ async fn accept(state: &AppState, client: &ChatwootClient, conversation: &Value)
         .await
         .map_err(|error| error.to_string())?;
     Ok(usize::from(acceptance == crate::store::ChatAcceptance::New))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRST_START: i64 = 1_800_000_000;
+
+    #[test]
+    fn first_poll_starts_at_the_first_start() {
+        // Before the first poll, the sync time is the first start itself.
+        assert_eq!(oldest_activity(FIRST_START, FIRST_START), FIRST_START);
+    }
+
+    #[test]
+    fn overlap_never_reaches_before_the_first_start() {
+        assert_eq!(oldest_activity(FIRST_START, FIRST_START + 60), FIRST_START);
+        assert_eq!(oldest_activity(FIRST_START, FIRST_START + OVERLAP_SECS), FIRST_START);
+    }
+
+    #[test]
+    fn later_polls_keep_the_overlap() {
+        let synced_until = FIRST_START + 3600;
+        assert_eq!(oldest_activity(FIRST_START, synced_until), synced_until - OVERLAP_SECS);
+    }
 }

@@ -38,8 +38,8 @@ pub fn nurse_label(participant_pseudonym: &str) -> String {
 /// The figures of one nurse in one group.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NurseFigures {
-    /// Label from [`nurse_label`]; `null` for chats stored without the
-    /// nurse's pseudonym.
+    /// Label from [`nurse_label`]; `null` for the chats of no known nurse:
+    /// chats without an assignee and chats stored without the nurse's pseudonym.
     pub label: Option<String>,
     pub suppressed: bool,
     /// Category agreement over this nurse's pairs; `null` when suppressed.
@@ -59,7 +59,8 @@ pub struct NurseAccumulator {
 }
 
 impl NurseAccumulator {
-    /// Adds one matched pair of the nurse with this pseudonym.
+    /// Adds one matched pair of the nurse with this pseudonym; `None` counts
+    /// it for no known nurse.
     pub fn add(&mut self, participant_pseudonym: Option<&str>, category_agrees: bool) {
         let label = participant_pseudonym.map(nurse_label);
         let counts = self.nurses.entry(label).or_default();

@@ -141,7 +141,7 @@ pub fn build(
         let professional_category = category(&professional, &ALL_ITEMS);
         let agrees = parent_category == professional_category;
         if options.per_nurse_figures {
-            group.nurses.add(chat.professional_participant.as_deref(), agrees);
+            group.nurses.add(chat.nurse_pseudonym(), agrees);
         }
         if !agrees {
             group.chats.push(DisagreeingChat {

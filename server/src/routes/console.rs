@@ -19,7 +19,8 @@ use crate::routes::pages::{self, AssetQuery, PageQuery};
 use crate::routes::webhooks::MAX_ID_CHARS;
 use crate::routes::{parse_json_value, read_body};
 use crate::startup::AppState;
-use crate::store::records::InvitationRecord;
+use crate::store::records::{ChatRecord, InvitationRecord};
+use crate::token::PseudonymKey;
 
 /// Largest body of a code exchange.
 const MAX_BODY_BYTES: usize = 4 * 1024;
@@ -30,6 +31,10 @@ const CODE_HEX_DIGITS: usize = 32;
 /// `kind` of the keyed hash that turns a participant pseudonym into a console
 /// code, so a code never equals a pseudonym of the same input.
 const CODE_KIND: &str = "console-code/v1";
+
+/// Participant id that earlier versions stored for every Chatwoot
+/// conversation resolved without an assignee.
+const LEGACY_UNASSIGNED_PARTICIPANT: &str = "unassigned";
 
 /// Returns the console code of a professional participant, given the
 /// pseudonym stored with her chats: 32 hex digits in groups of four.
@@ -44,8 +49,23 @@ pub fn console_code(state: &AppState, participant_pseudonym: &str) -> String {
         .join("-")
 }
 
+/// Returns the pseudonym whose console code opens the professional's
+/// questionnaire of `chat`, or `None` when no code opens it: the chat has no
+/// assigned nurse, or was stored without her pseudonym.
+fn code_owner<'a>(pseudonym_key: &PseudonymKey, chat: &'a ChatRecord) -> Option<&'a str> {
+    let pseudonym = chat.nurse_pseudonym()?;
+    // Chats stored by earlier versions for unassigned conversations all share
+    // this pseudonym, so one code would open all of them. A generic platform
+    // that sends the participant id "unassigned" gets no code either.
+    let legacy = pseudonym_key.pseudonym("participant", LEGACY_UNASSIGNED_PARTICIPANT);
+    if pseudonym == legacy {
+        return None;
+    }
+    Some(pseudonym)
+}
+
 /// Returns the console code of the nurse an invitation was sent to, or `None`
-/// for a parent's invitation or a chat stored without its professional pseudonym.
+/// for a parent's invitation or a chat that no code opens (see [`code_owner`]).
 pub fn code_for_invitation(state: &AppState, invitation: &InvitationRecord) -> Option<String> {
     if invitation.role != Role::Professional {
         return None;
@@ -57,8 +77,8 @@ pub fn code_for_invitation(state: &AppState, invitation: &InvitationRecord) -> O
             return None;
         }
     };
-    let participant = chat.professional_participant?;
-    Some(console_code(state, &participant))
+    let participant = code_owner(&state.pseudonym_key, &chat)?;
+    Some(console_code(state, participant))
 }
 
 /// Parses a pasted console code: hex digits, case-insensitive, with any
@@ -83,7 +103,7 @@ fn parse_code(text: &str) -> Result<String, ApiError> {
 fn no_questionnaire() -> ApiError {
     ApiError::not_found(
         "there is no questionnaire for this console code in this conversation; \
-         the chat may not have ended yet, or the code belongs to another nurse",
+         the chat may not have ended yet, it was not assigned to a nurse, or the code belongs to another nurse",
     )
 }
 
@@ -150,7 +170,7 @@ pub async fn exchange_code(
     // write has left the store's inbox.
     state.store.settle();
     let chat = state.store.chat(&chat_key)?.ok_or_else(no_questionnaire)?;
-    let participant = chat.professional_participant.as_deref().ok_or_else(no_questionnaire)?;
+    let participant = code_owner(&state.pseudonym_key, &chat).ok_or_else(no_questionnaire)?;
     let expected = console_code(&state, participant).replace('-', "");
     if !bool::from(expected.as_bytes().ct_eq(code.as_bytes())) {
         tracing::info!(
@@ -170,6 +190,48 @@ pub async fn exchange_code(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::{InvitationId, ServerKey};
+
+    fn chat(professional_participant: Option<String>, professional_unassigned: bool) -> ChatRecord {
+        ChatRecord {
+            received_at: 0,
+            ended_at: "2022-07-01T10:14:31Z".into(),
+            organization: None,
+            topic: None,
+            child_age_group: None,
+            locale: "nl".into(),
+            eligible: true,
+            parent_invitation: InvitationId::generate(),
+            professional_invitation: InvitationId::generate(),
+            professional_participant,
+            professional_unassigned,
+        }
+    }
+
+    #[test]
+    fn code_owner_is_the_assigned_nurse_only() {
+        let key = ServerKey::from_bytes(vec![7; 32]).unwrap().pseudonym_key();
+        let nurse = key.pseudonym("participant", "17");
+        assert_eq!(
+            code_owner(&key, &chat(Some(nurse.clone()), false)),
+            Some(nurse.as_str())
+        );
+
+        let unassigned = key.pseudonym("unassigned-professional", "110");
+        assert_eq!(code_owner(&key, &chat(Some(unassigned), true)), None, "unassigned chat");
+        assert_eq!(
+            code_owner(&key, &chat(None, false)),
+            None,
+            "chat stored without pseudonym"
+        );
+
+        let legacy = key.pseudonym("participant", LEGACY_UNASSIGNED_PARTICIPANT);
+        assert_eq!(
+            code_owner(&key, &chat(Some(legacy), false)),
+            None,
+            "shared legacy pseudonym"
+        );
+    }
 
     #[test]
     fn code_parse_accepts_pasted_forms() {

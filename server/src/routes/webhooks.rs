@@ -246,7 +246,7 @@ pub fn parse_chat_ended(event: &Value) -> Result<EndedChat, ApiError> {
         }
     };
     let parent_participant = participant("parent")?;
-    let professional_participant = participant("professional")?;
+    let professional_participant = Some(participant("professional")?);
 
     let label = |field: &str| -> Result<Option<String>, ApiError> {
         match data.get(field) {

@@ -309,6 +309,7 @@ mod tests {
             parent_invitation: InvitationId::generate(),
             professional_invitation: InvitationId::generate(),
             professional_participant: None,
+            professional_unassigned: false,
         }
     }
 

@@ -25,12 +25,29 @@ pub struct ChatRecord {
     pub parent_invitation: InvitationId,
     pub professional_invitation: InvitationId,
     /// Pseudonym of the professional's participant id, which the nurse's
-    /// console code is derived from. `None` for chats stored before it was kept.
+    /// console code is derived from. For a chat without an assigned
+    /// professional it is a pseudonym of the chat alone (see
+    /// `professional_unassigned`). `None` for chats stored before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub professional_participant: Option<String>,
+    /// Whether the chat had no assignee when it ended (a Chatwoot
+    /// conversation resolved without one). Such a chat belongs to no
+    /// nurse: it has no console code, and per-nurse figures count it for no
+    /// known nurse.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub professional_unassigned: bool,
 }
 
 impl ChatRecord {
+    /// Returns the pseudonym of the nurse the chat was assigned to, or `None`
+    /// for a chat without an assignee or one stored before the pseudonym was kept.
+    pub fn nurse_pseudonym(&self) -> Option<&str> {
+        if self.professional_unassigned {
+            return None;
+        }
+        self.professional_participant.as_deref()
+    }
+
     pub fn invitation(&self, role: Role) -> &InvitationId {
         match role {
             Role::Parent => &self.parent_invitation,
