@@ -543,7 +543,15 @@ fn forged_tokens_are_not_found() {
             ("decline", decline(&service, token)),
         ];
         for (request, result) in results {
-            assert_error(&result, 404, "not_found", &format!("{request} with {case}"));
+            // URLs drop the dot segment, so `POST /api/questionnaires/./submit`
+            // arrives as `POST /api/questionnaires/submit`: the questionnaire
+            // of the token "submit", which takes only GET.
+            let (status, code) = if token == "." && (request == "submit" || request == "decline") {
+                (405, "method_not_allowed")
+            } else {
+                (404, "not_found")
+            };
+            assert_error(&result, status, code, &format!("{request} with {case}"));
             assert!(
                 !result.1.to_string().contains(parent_tag),
                 "{request} with {case}: the response echoes the tag: {}",
