@@ -11,6 +11,9 @@
 //!   totals, intervals left out;
 //! - `report_by_scan_without_bootstrap`: the same report counted in one scan
 //!   of the report facts instead of the running totals;
+//! - `report_filtered_without_bootstrap`: a report filtered on all five
+//!   dimensions, which also counts the 31 wider selections that its
+//!   small-cell suppression compares it with;
 //! - `report_with_bootstrap`: the whole report with its 2,000-resample bootstrap intervals.
 //!
 //! Run with `cargo bench -p alliance --bench report`.
@@ -83,6 +86,17 @@ fn report(criterion: &mut Criterion) {
             let strata = report::count_strata_by_scan(&store, now).expect("scan");
             black_box(report::from_strata(&strata, &filter, now, &quick))
         })
+    });
+    let five_dimensions = ReportFilter::parse(
+        Some("2022-03-01"),
+        Some("2023-06-30"),
+        Some("GGD Regio Utrecht".into()),
+        Some("slapen".into()),
+        Some("0-1".into()),
+    )
+    .expect("valid filter");
+    group.bench_function("report_filtered_without_bootstrap", |bench| {
+        bench.iter(|| black_box(report::build_with(&store, &five_dimensions, now, &quick).expect("report")))
     });
     group.bench_function("report_with_bootstrap", |bench| {
         bench.iter(|| black_box(report::build(&store, &filter, now).expect("report")))

@@ -6,7 +6,9 @@
 //! size shows no figures. When that leaves a single suppressed cell in a
 //! breakdown, or suppressed cells that hold fewer pairs together than the
 //! minimum, the next smallest cells are suppressed too, because the report's
-//! totals would otherwise give the hidden figures back by subtraction.
+//! totals would otherwise give the hidden figures back by subtraction. A
+//! filtered report also hides the cells that [`super::differencing`] finds
+//! too close to the same cell of a wider selection.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +74,29 @@ impl Breakdowns {
             ("child_age_group", &self.child_age_group),
             ("iso_week", &self.iso_week),
         ]
+    }
+}
+
+/// One of the four breakdowns, in the order of [`Breakdowns::dimensions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Breakdown {
+    Organization,
+    Topic,
+    ChildAgeGroup,
+    IsoWeek,
+}
+
+impl Breakdown {
+    pub const ALL: [Breakdown; 4] = [
+        Breakdown::Organization,
+        Breakdown::Topic,
+        Breakdown::ChildAgeGroup,
+        Breakdown::IsoWeek,
+    ];
+
+    /// Position in [`Breakdown::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -143,19 +168,26 @@ impl Accumulator {
         }
     }
 
-    /// Turns the counts into cells and applies suppression.
-    pub fn finish(self, min_cell_size: u64) -> Breakdowns {
+    /// Turns the counts into cells and applies suppression. `hide` names the
+    /// cells to suppress whatever their size; the complementary cells that
+    /// protect them are then suppressed as well.
+    pub fn finish(self, min_cell_size: u64, hide: &dyn Fn(Breakdown, &Option<String>) -> bool) -> Breakdowns {
         Breakdowns {
             min_cell_size,
-            organization: cells(self.organization, min_cell_size),
-            topic: cells(self.topic, min_cell_size),
-            child_age_group: cells(self.child_age_group, min_cell_size),
-            iso_week: cells(self.iso_week, min_cell_size),
+            organization: cells(self.organization, Breakdown::Organization, min_cell_size, hide),
+            topic: cells(self.topic, Breakdown::Topic, min_cell_size, hide),
+            child_age_group: cells(self.child_age_group, Breakdown::ChildAgeGroup, min_cell_size, hide),
+            iso_week: cells(self.iso_week, Breakdown::IsoWeek, min_cell_size, hide),
         }
     }
 }
 
-fn cells(map: BTreeMap<Option<String>, CellCounts>, min_cell_size: u64) -> Vec<Cell> {
+fn cells(
+    map: BTreeMap<Option<String>, CellCounts>,
+    breakdown: Breakdown,
+    min_cell_size: u64,
+    hide: &dyn Fn(Breakdown, &Option<String>) -> bool,
+) -> Vec<Cell> {
     // BTreeMap puts None first; list chats without the label last.
     let mut entries: Vec<(Option<String>, CellCounts)> = map.into_iter().collect();
     entries.sort_by(|(a, _), (b, _)| match (a, b) {
@@ -166,7 +198,8 @@ fn cells(map: BTreeMap<Option<String>, CellCounts>, min_cell_size: u64) -> Vec<C
     });
 
     let sizes: Vec<u64> = entries.iter().map(|(_, counts)| counts.pairing.both).collect();
-    let hidden = suppressed_cells(&sizes, min_cell_size);
+    let forced: Vec<bool> = entries.iter().map(|(value, _)| hide(breakdown, value)).collect();
+    let hidden = suppressed_cells_with(&sizes, &forced, min_cell_size);
     entries
         .into_iter()
         .zip(hidden)
@@ -184,7 +217,17 @@ fn cells(map: BTreeMap<Option<String>, CellCounts>, min_cell_size: u64) -> Vec<C
 /// `min_cell_size` together, the smallest visible cell is hidden as well, so
 /// that no hidden figure follows from the total minus the visible cells.
 pub fn suppressed_cells(sizes: &[u64], min_cell_size: u64) -> Vec<bool> {
-    let mut hidden: Vec<bool> = sizes.iter().map(|size| *size < min_cell_size).collect();
+    suppressed_cells_with(sizes, &vec![false; sizes.len()], min_cell_size)
+}
+
+/// Decides which cells to suppress like [`suppressed_cells`], where the cells
+/// marked in `forced` are suppressed whatever their size.
+pub fn suppressed_cells_with(sizes: &[u64], forced: &[bool], min_cell_size: u64) -> Vec<bool> {
+    let mut hidden: Vec<bool> = sizes
+        .iter()
+        .zip(forced)
+        .map(|(size, forced)| *forced || *size < min_cell_size)
+        .collect();
     loop {
         let hidden_count = hidden.iter().filter(|h| **h).count();
         if hidden_count == 0 || hidden_count == sizes.len() {
@@ -338,8 +381,13 @@ impl Accumulator {
     /// Finishes the breakdowns and compares completers with non-completers,
     /// per role, on topic and age group. Comparison rows whose completer
     /// count is under `min_cell_size` are suppressed by the same rule as
-    /// breakdown cells; the chi-square test uses every row.
-    pub fn finish_with_comparisons(self, min_cell_size: u64) -> (Breakdowns, CompleterComparisons) {
+    /// breakdown cells; the chi-square test uses every row. `hide` is passed
+    /// to [`Accumulator::finish`].
+    pub fn finish_with_comparisons(
+        self,
+        min_cell_size: u64,
+        hide: &dyn Fn(Breakdown, &Option<String>) -> bool,
+    ) -> (Breakdowns, CompleterComparisons) {
         let role = |pick: fn(&CellCounts) -> &Funnel| RoleComparisons {
             topic: comparison(&self.topic, pick, min_cell_size),
             child_age_group: comparison(&self.child_age_group, pick, min_cell_size),
@@ -348,7 +396,7 @@ impl Accumulator {
             parent: Some(role(|counts| &counts.parent)),
             professional: Some(role(|counts| &counts.professional)),
         };
-        (self.finish(min_cell_size), comparisons)
+        (self.finish(min_cell_size, hide), comparisons)
     }
 }
 
@@ -533,6 +581,20 @@ mod tests {
         assert_eq!(suppressed_cells(&[2, 3, 12, 50], 10), [true, true, true, false]);
         // 4 + 8 = 12 ≥ 10: two hidden cells suffice.
         assert_eq!(suppressed_cells(&[4, 8, 12, 50], 10), [true, true, false, false]);
+    }
+
+    #[test]
+    fn forced_cell_gets_a_complementary_cell() {
+        // The 40-pair cell is forced; alone it would follow from the total,
+        // so the smallest visible cell (15) goes too.
+        assert_eq!(
+            suppressed_cells_with(&[40, 15, 30], &[true, false, false], 10),
+            [true, true, false]
+        );
+        assert_eq!(
+            suppressed_cells_with(&[3, 40, 15, 30], &[false, false, true, false], 10),
+            [true, false, true, false]
+        );
     }
 
     #[test]

@@ -15,10 +15,8 @@ use std::fmt;
 use std::io::{self, Write};
 
 use super::breakdown::Cell;
-use super::{
-    ALL_ITEMS, FilterSuppression, Funnel, Rate, Report, ReportFilter, ReportOptions, build_with, calendar, category,
-    filter_suppression,
-};
+use super::differencing::{Relaxations, SuppressionReason};
+use super::{ALL_ITEMS, Funnel, Rate, Report, ReportFilter, ReportOptions, build_with, calendar, category};
 use crate::questionnaire::{INSTRUMENT_VERSION, ITEM_COUNT, Instrument, Lang, Role};
 use crate::routes::questionnaire::time_text;
 use crate::store::records::{ChatRecord, InvitationRecord, Millis, Response, ResponseStatus};
@@ -87,17 +85,12 @@ pub enum ExportError {
     Store(#[from] StoreError),
     #[error("writing the export failed: {0}")]
     Io(#[from] io::Error),
-    #[error(
-        "the filter selects {pairs} matched pairs, fewer than the minimum cell size {min_cell_size}; \
-         widen the filter or export without one"
-    )]
-    TooFewPairs { pairs: u64, min_cell_size: u64 },
-    #[error(
-        "the filter leaves out only {left_out} matched pairs, fewer than the minimum cell size \
-         {min_cell_size}, so an export without the filter would give them away by subtraction; \
-         widen the filter or export without one"
-    )]
-    LeavesOutTooFewPairs { left_out: u64, min_cell_size: u64 },
+    /// A filtered export that small-cell suppression forbids.
+    #[error("{}; widen the filter or export without one", reason.message(*min_cell_size))]
+    Suppressed {
+        reason: SuppressionReason,
+        min_cell_size: u64,
+    },
 }
 
 /// How a column's values are written and read back.
@@ -535,18 +528,10 @@ pub fn write(
 
     if *filter != ReportFilter::default() {
         let min_cell_size = options.min_cell_size;
-        let (selected, visible) = count_pairs(store, filter, now)?;
-        match filter_suppression(selected, visible, min_cell_size) {
-            Some(FilterSuppression::TooFew { pairs }) => {
-                return Err(ExportError::TooFewPairs { pairs, min_cell_size });
-            }
-            Some(FilterSuppression::LeavesOutTooFew { left_out }) => {
-                return Err(ExportError::LeavesOutTooFewPairs {
-                    left_out,
-                    min_cell_size,
-                });
-            }
-            None => {}
+        // Purged chats are not exported, so only the live chats count.
+        let relaxations = Relaxations::count(filter, &store.live_strata(now)?, false);
+        if let Some(reason) = relaxations.suppression(min_cell_size) {
+            return Err(ExportError::Suppressed { reason, min_cell_size });
         }
     }
 
@@ -579,24 +564,6 @@ fn stored_invitation(store: &Store, chat: &ChatRecord, role: Role) -> Result<Opt
         return Ok(None);
     }
     store.invitation(chat.invitation(role))
-}
-
-/// Counts the live chats' matched pairs that `filter` selects, and those its
-/// reader sees without the filter (only the organizations limit applies).
-/// Purged chats are not exported, so they do not count.
-fn count_pairs(store: &Store, filter: &ReportFilter, now: Millis) -> Result<(u64, u64), StoreError> {
-    let unfiltered = ReportFilter::default().limited_to(filter.allowed_organizations.clone());
-    let mut selected = 0;
-    let mut visible = 0;
-    for (stratum, counts) in store.live_strata(now)? {
-        if unfiltered.matches_stratum(&stratum) {
-            visible += counts.pairing.both;
-        }
-        if filter.matches_stratum(&stratum) {
-            selected += counts.pairing.both;
-        }
-    }
-    Ok((selected, visible))
 }
 
 fn day_and_week(chat: &ChatRecord) -> (String, String) {

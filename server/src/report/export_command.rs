@@ -131,9 +131,7 @@ fn local_export(settings: &Settings, filter: &ReportFilter, options: &ExportOpti
     let mut data = Vec::new();
     let rows =
         export::write(&store, filter, startup::now_millis(), options, &mut data).map_err(|error| match error {
-            ExportError::TooFewPairs { .. } | ExportError::LeavesOutTooFewPairs { .. } => {
-                CliError::Failed(error.to_string())
-            }
+            ExportError::Suppressed { .. } => CliError::Failed(error.to_string()),
             other => CliError::Failed(format!("the export failed: {other}")),
         })?;
     tracing::info!(

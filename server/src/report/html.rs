@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::breakdown::Cell;
-use super::{Funnel, RatingCounts, Report, TableAgreement};
+use super::{Dimension, Funnel, RatingCounts, Report, SuppressionReason, TableAgreement};
 use crate::questionnaire::{Instrument, Lang, Rating, Role};
 
 /// Every text on the page in one language.
@@ -28,6 +28,7 @@ struct Words {
     peer_review: &'static str,
     print: &'static str,
     suppressed_report: &'static str,
+    suppressed_effect: &'static str,
     summary: &'static str,
     chats: &'static str,
     parents: &'static str,
@@ -85,6 +86,7 @@ const NL: Words = Words {
     peer_review: "Intervisie",
     print: "Afdrukken of opslaan als PDF: gebruik het afdrukmenu van de browser.",
     suppressed_report: "Deze selectie heeft te weinig gekoppelde paren. Om ouders en jeugdverpleegkundigen te beschermen tonen we geen antwoorden en geen overeenstemming.",
+    suppressed_effect: "Om ouders en jeugdverpleegkundigen te beschermen tonen we geen antwoorden en geen overeenstemming.",
     summary: "Samenvatting",
     chats: "Chats",
     parents: "Ouders",
@@ -158,6 +160,7 @@ const EN: Words = Words {
     peer_review: "Peer review",
     print: "To print or save as PDF, use the browser's print menu.",
     suppressed_report: "This selection has too few matched pairs. To protect parents and nurses, no answers and no agreement are shown.",
+    suppressed_effect: "To protect parents and nurses, no answers and no agreement are shown.",
     summary: "Summary",
     chats: "Chats",
     parents: "Parents",
@@ -317,6 +320,87 @@ pub(crate) fn page_start(lang: &str, title: &str, stylesheet: &str) -> String {
     page
 }
 
+/// Explains, in `lang`, that a selection is hidden because a wider selection
+/// has only a few pairs more. Returns `None` for any other reason.
+pub(crate) fn leaves_out_cause(reason: Option<&SuppressionReason>, lang: Lang) -> Option<String> {
+    let Some(SuppressionReason::LeavesOutTooFewPairs {
+        left_out,
+        without,
+        shared_labels,
+    }) = reason
+    else {
+        return None;
+    };
+    let names = |dimensions: &[Dimension]| {
+        let names: Vec<&str> = dimensions
+            .iter()
+            .map(|dimension| dimension_name(*dimension, lang))
+            .collect();
+        let and = match lang {
+            Lang::Nl => " en ",
+            Lang::En => " and ",
+        };
+        match names.split_last() {
+            None => String::new(),
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{}{and}{last}", rest.join(", ")),
+        }
+    };
+    let cause = match lang {
+        Lang::Nl => {
+            let unit = if *left_out == 1 {
+                "gekoppeld paar"
+            } else {
+                "gekoppelde paren"
+            };
+            let shared = if shared_labels.is_empty() {
+                String::new()
+            } else {
+                format!(", met dezelfde waarde voor {} als al haar paren", names(shared_labels))
+            };
+            format!(
+                "Deze selectie verschilt maar {left_out} {unit} van dezelfde selectie zonder {}{shared}. \
+                 Wie de twee van elkaar aftrekt, ziet die paren.",
+                names(without)
+            )
+        }
+        Lang::En => {
+            let unit = if *left_out == 1 {
+                "matched pair"
+            } else {
+                "matched pairs"
+            };
+            let shared = if shared_labels.is_empty() {
+                String::new()
+            } else {
+                format!(", keeping the {} that all its pairs share", names(shared_labels))
+            };
+            format!(
+                "This selection differs by only {left_out} {unit} from the same selection without {}{shared}. \
+                 Subtracting the two would show those pairs.",
+                names(without)
+            )
+        }
+    };
+    Some(cause)
+}
+
+/// Returns the name of a filter dimension as it reads inside a sentence.
+fn dimension_name(dimension: Dimension, lang: Lang) -> &'static str {
+    match (lang, dimension) {
+        (Lang::Nl, Dimension::Organization) => "organisatie",
+        (Lang::Nl, Dimension::Topic) => "onderwerp",
+        (Lang::Nl, Dimension::ChildAgeGroup) => "leeftijd kind",
+        (Lang::Nl, Dimension::From) => "begindatum",
+        (Lang::Nl, Dimension::To) => "einddatum",
+        (Lang::En, Dimension::Organization) => "organization",
+        (Lang::En, Dimension::Topic) => "topic",
+        (Lang::En, Dimension::ChildAgeGroup) => "child's age group",
+        (Lang::En, Dimension::From) => "start date",
+        (Lang::En, Dimension::To) => "end date",
+    }
+}
+
 /// Appends `lang` to an already encoded filter query string.
 pub(crate) fn with_lang(filter_query: &str, lang: &str) -> String {
     if filter_query.is_empty() {
@@ -336,7 +420,11 @@ pub fn render(report: &Report, context: &PageContext<'_>) -> String {
     header(&mut page, report, context, words);
     page.push_str("<main>\n");
     if report.suppression.suppressed {
-        let _ = writeln!(page, "<p class=\"notice\">{}</p>", words.suppressed_report);
+        let notice = match leaves_out_cause(report.suppression.reason.as_ref(), context.lang) {
+            Some(cause) => format!("{cause} {}", words.suppressed_effect),
+            None => words.suppressed_report.to_string(),
+        };
+        let _ = writeln!(page, "<p class=\"notice\">{notice}</p>");
     }
     summary(&mut page, report, words);
     items_chart(&mut page, report, context.lang, words);

@@ -6,6 +6,7 @@
 pub mod agreement;
 pub mod breakdown;
 pub mod calendar;
+pub mod differencing;
 pub mod export;
 pub mod export_command;
 pub mod html;
@@ -25,6 +26,7 @@ use crate::store::facts::{self, ChatFacts, RoleFacts, Stratum};
 use crate::store::records::{ChatRecord, Millis};
 use crate::store::{Store, StoreError};
 use agreement::{Table3, bootstrap, wilson};
+pub use differencing::{Dimension, Relaxations, SuppressionReason};
 
 /// Seed of the bootstrap; fixed so that a report repeats exactly.
 pub const BOOTSTRAP_SEED: u64 = 20_220_630;
@@ -95,38 +97,66 @@ impl ReportFilter {
 
     /// Returns whether the filter selects the chats of `stratum`.
     pub fn matches_stratum(&self, stratum: &Stratum) -> bool {
-        if let Some(allowed) = &self.allowed_organizations {
-            if !stratum
+        self.within_scope(stratum)
+            && Dimension::ALL
+                .iter()
+                .all(|dimension| self.matches_dimension(*dimension, stratum))
+    }
+
+    /// Returns whether `stratum` belongs to an organization the reader's
+    /// token may see.
+    pub fn within_scope(&self, stratum: &Stratum) -> bool {
+        match &self.allowed_organizations {
+            Some(allowed) => stratum
                 .organization
                 .as_ref()
-                .is_some_and(|organization| allowed.contains(organization))
-            {
-                return false;
-            }
+                .is_some_and(|organization| allowed.contains(organization)),
+            None => true,
         }
+    }
+
+    /// Lists the dimensions this filter sets, in the order of [`Dimension::ALL`].
+    /// The organizations a token is limited to are not among them, because
+    /// its reader cannot leave them out.
+    pub fn dimensions(&self) -> Vec<Dimension> {
+        Dimension::ALL
+            .into_iter()
+            .filter(|dimension| match dimension {
+                Dimension::Organization => self.organization.is_some(),
+                Dimension::Topic => self.topic.is_some(),
+                Dimension::ChildAgeGroup => self.child_age_group.is_some(),
+                Dimension::From => self.from.is_some(),
+                Dimension::To => self.to.is_some(),
+            })
+            .collect()
+    }
+
+    /// Returns whether the chats of `stratum` meet this filter's condition on
+    /// `dimension`; true when the filter does not set it.
+    pub fn matches_dimension(&self, dimension: Dimension, stratum: &Stratum) -> bool {
         let label_matches = |wanted: &Option<String>, actual: &Option<String>| match wanted {
             Some(wanted) => actual.as_ref() == Some(wanted),
             None => true,
         };
-        if !label_matches(&self.organization, &stratum.organization)
-            || !label_matches(&self.topic, &stratum.topic)
-            || !label_matches(&self.child_age_group, &stratum.child_age_group)
-        {
-            return false;
-        }
-        if self.from.is_none() && self.to.is_none() {
-            return true;
-        }
-        let Some(day) = stratum.day else {
-            return false;
-        };
-        if stratum.purged_week {
+        match dimension {
+            Dimension::Organization => label_matches(&self.organization, &stratum.organization),
+            Dimension::Topic => label_matches(&self.topic, &stratum.topic),
+            Dimension::ChildAgeGroup => label_matches(&self.child_age_group, &stratum.child_age_group),
+            Dimension::From => match self.from {
+                Some(from) => stratum.day.is_some_and(|day| day >= from),
+                None => true,
+            },
             // Purged chats are only known by week: the week counts when all
             // of its days are inside the period.
-            let sunday = calendar::Date::from(day.inner() + time::Duration::days(6));
-            return self.from.is_none_or(|from| day >= from) && self.to.is_none_or(|to| sunday <= to);
+            Dimension::To => match (self.to, stratum.day) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(to), Some(day)) if stratum.purged_week => {
+                    calendar::Date::from(day.inner() + time::Duration::days(6)) <= to
+                }
+                (Some(to), Some(day)) => day <= to,
+            },
         }
-        self.from.is_none_or(|from| day >= from) && self.to.is_none_or(|to| day <= to)
     }
 }
 
@@ -530,11 +560,15 @@ pub struct Suppression {
     /// Whether a filter or an organization-limited token narrowed the report.
     pub filtered: bool,
     /// True when a filtered report has fewer pairs than `min_cell_size`, or
-    /// leaves out between 1 and `min_cell_size - 1` of the pairs its reader
-    /// sees without the filter, which the unfiltered report would give back
-    /// by subtraction. Then `items` and `agreement` are computed over no
-    /// pairs, and every breakdown cell is suppressed. Chat and funnel counts stay.
+    /// when a wider selection that its reader may also see (the same filter
+    /// with one or more dimensions left out) has between 1 and
+    /// `min_cell_size - 1` pairs more, which subtraction would give back.
+    /// Then `items` and `agreement` are computed over no pairs, and every
+    /// breakdown cell is suppressed. Chat and funnel counts stay.
     pub suppressed: bool,
+    /// The reason the report is suppressed; absent when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<SuppressionReason>,
 }
 
 /// Options of [`build_with`].
@@ -600,12 +634,7 @@ pub fn from_strata(
 ) -> Report {
     let mut breakdowns = breakdown::Accumulator::default();
     let mut total = StratumCounts::default();
-    let unfiltered = ReportFilter::default().limited_to(filter.allowed_organizations.clone());
-    let mut visible_pairs = 0;
     for (stratum, counts) in strata {
-        if unfiltered.matches_stratum(stratum) {
-            visible_pairs += counts.pairing.both;
-        }
         if !filter.matches_stratum(stratum) {
             continue;
         }
@@ -617,14 +646,23 @@ pub fn from_strata(
     let mut patterns = std::mem::take(&mut total.patterns);
     patterns.sort_unstable();
 
-    let (breakdowns, completers) = breakdowns.finish_with_comparisons(options.min_cell_size);
     let filtered = *filter != ReportFilter::default();
+    let relaxations = Relaxations::count(filter, strata, filtered);
+    let reason = if filtered {
+        relaxations.suppression(options.min_cell_size)
+    } else {
+        None
+    };
     let suppression = Suppression {
         min_cell_size: options.min_cell_size,
         filtered,
-        suppressed: filtered
-            && filter_suppression(patterns.len() as u64, visible_pairs, options.min_cell_size).is_some(),
+        suppressed: reason.is_some(),
+        reason,
     };
+    let hide_cell = |breakdown: breakdown::Breakdown, value: &Option<String>| {
+        suppression.suppressed || relaxations.cell_leaves_out_too_few(breakdown, value, options.min_cell_size)
+    };
+    let (breakdowns, completers) = breakdowns.finish_with_comparisons(options.min_cell_size, &hide_cell);
     if suppression.suppressed {
         patterns.clear();
     }

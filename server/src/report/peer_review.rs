@@ -6,14 +6,17 @@
 //! of the chat's end, both categories and the item answers that differ most.
 //! Groups follow the small-cell rule of the breakdowns: a group under the
 //! minimum cell size, and any group whose figures would give it back by
-//! subtraction, shows no figures and no rows. A filtered view with fewer
-//! pairs than the minimum shows no group at all.
+//! subtraction, shows no figures and no rows. A filtered view that the
+//! report's rules would suppress (fewer pairs than the minimum, or a wider
+//! selection with only a few pairs more, see [`super::differencing`]) shows
+//! no group at all.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::breakdown::suppressed_cells;
+use super::breakdown::{Breakdown, suppressed_cells_with};
+use super::differencing::{Relaxations, SuppressionReason};
 use super::nurses::{NurseAccumulator, NurseFigures};
 use super::{ALL_ITEMS, ReportFilter, calendar, category};
 use crate::questionnaire::{ITEM_COUNT, Instrument, Lang, Rating, Role};
@@ -51,9 +54,14 @@ pub struct PeerReview {
     pub per_nurse_figures: bool,
     /// Whether a filter or an organization-limited token narrowed the view.
     pub filtered: bool,
-    /// True when a filtered view has fewer pairs than `min_cell_size`: then
-    /// `pairs` and `disagreeing` are `null` and every group is suppressed.
+    /// True when a filtered view has fewer pairs than `min_cell_size`, or
+    /// when the same filter with one or more dimensions left out selects
+    /// between 1 and `min_cell_size - 1` pairs more: then `pairs` and
+    /// `disagreeing` are `null` and every group is suppressed.
     pub suppressed: bool,
+    /// The reason the view is suppressed; absent when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppression_reason: Option<SuppressionReason>,
     /// Matched pairs in the view.
     pub pairs: Option<u64>,
     /// Pairs whose two overall categories differ.
@@ -124,6 +132,9 @@ pub fn build(
     now: Millis,
     options: &PeerReviewOptions,
 ) -> Result<PeerReview, StoreError> {
+    let filtered = *filter != ReportFilter::default();
+    // The view lists live chats only, because purged chats have no answers.
+    let relaxations = Relaxations::count(filter, &store.live_strata(now)?, filtered);
     let mut groups: BTreeMap<Option<String>, GroupCounts> = BTreeMap::new();
 
     for entry in store.chats() {
@@ -164,14 +175,22 @@ pub fn build(
 
     let pairs: u64 = entries.iter().map(|(_, counts)| counts.pairs).sum();
     let disagreeing: u64 = entries.iter().map(|(_, counts)| counts.chats.len() as u64).sum();
-    let filtered = *filter != ReportFilter::default();
-    let suppressed = filtered && pairs < options.min_cell_size;
-    let sizes: Vec<u64> = entries.iter().map(|(_, counts)| counts.pairs).collect();
-    let hidden = if suppressed {
-        vec![true; sizes.len()]
+    // The suppression decision takes both the view's pairs and the wider
+    // selections' pairs from the same snapshot of the running totals.
+    let suppression_reason = if filtered {
+        relaxations.suppression(options.min_cell_size)
     } else {
-        suppressed_cells(&sizes, options.min_cell_size)
+        None
     };
+    let suppressed = suppression_reason.is_some();
+    let sizes: Vec<u64> = entries.iter().map(|(_, counts)| counts.pairs).collect();
+    let forced: Vec<bool> = entries
+        .iter()
+        .map(|(name, _)| {
+            suppressed || relaxations.cell_leaves_out_too_few(Breakdown::Organization, name, options.min_cell_size)
+        })
+        .collect();
+    let hidden = suppressed_cells_with(&sizes, &forced, options.min_cell_size);
 
     let groups = entries
         .into_iter()
@@ -188,6 +207,7 @@ pub fn build(
         per_nurse_figures: options.per_nurse_figures,
         filtered,
         suppressed,
+        suppression_reason,
         pairs: (!suppressed).then_some(pairs),
         disagreeing: (!suppressed).then_some(disagreeing),
         groups,

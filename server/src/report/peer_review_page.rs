@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::html::{escape, localized, page_start, with_lang};
+use super::html::{escape, leaves_out_cause, localized, page_start, with_lang};
 use super::nurses::NurseFigures;
 use super::peer_review::{DisagreeingChat, Group, PeerReview};
 use crate::questionnaire::{Instrument, Lang, Rating, Role};
@@ -29,6 +29,7 @@ struct Words {
     difference_explained: &'static str,
     minimum: &'static str,
     suppressed_view: &'static str,
+    suppressed_effect: &'static str,
     suppressed_group: &'static str,
     pairs: &'static str,
     pairs_heading: &'static str,
@@ -71,6 +72,7 @@ const NL: Words = Words {
     difference_explained: "Verschil: het antwoord van de ouder min het antwoord van de jeugdverpleegkundige. Onvoldoende telt als 0, voldoende als 1 en goed als 2. Een plus betekent: de ouder was positiever. Een min betekent: de jeugdverpleegkundige was positiever.",
     minimum: "Groepen met minder paren dan het minimum tonen we niet. Minimum:",
     suppressed_view: "Deze selectie heeft te weinig paren. Om ouders en jeugdverpleegkundigen te beschermen tonen we hier niets.",
+    suppressed_effect: "Om ouders en jeugdverpleegkundigen te beschermen tonen we hier niets.",
     suppressed_group: "Verborgen. Deze groep heeft te weinig paren, of hij is verborgen om een kleine groep te beschermen.",
     pairs: "paren",
     pairs_heading: "Paren",
@@ -113,6 +115,7 @@ const EN: Words = Words {
     difference_explained: "Difference: the parent's answer minus the nurse's answer. Insufficient counts as 0, sufficient as 1 and good as 2. A plus means the parent was more positive. A minus means the nurse was more positive.",
     minimum: "Groups with fewer pairs than the minimum are not shown. Minimum:",
     suppressed_view: "This selection has too few pairs. To protect parents and nurses, nothing is shown here.",
+    suppressed_effect: "To protect parents and nurses, nothing is shown here.",
     suppressed_group: "Hidden. This group has too few pairs, or it is hidden to protect a small group.",
     pairs: "pairs",
     pairs_heading: "Pairs",
@@ -168,7 +171,11 @@ pub fn render(view: &PeerReview, context: &PageContext<'_>) -> String {
     );
 
     if view.suppressed {
-        let _ = writeln!(page, "<p class=\"notice\">{}</p>", words.suppressed_view);
+        let notice = match leaves_out_cause(view.suppression_reason.as_ref(), context.lang) {
+            Some(cause) => format!("{cause} {}", words.suppressed_effect),
+            None => words.suppressed_view.to_string(),
+        };
+        let _ = writeln!(page, "<p class=\"notice\">{notice}</p>");
     } else if view.groups.is_empty() {
         let _ = writeln!(page, "<p>{}</p>", words.no_pairs);
     } else {
@@ -367,6 +374,7 @@ mod tests {
             per_nurse_figures: false,
             filtered: false,
             suppressed: false,
+            suppression_reason: None,
             pairs: Some(12),
             disagreeing: Some(1),
             groups,

@@ -73,6 +73,17 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Online alliance report (generated {})", report.generated_at);
     let _ = writeln!(out);
+    if report.suppression.suppressed {
+        let cause = match &report.suppression.reason {
+            Some(reason) => reason.message(report.suppression.min_cell_size),
+            None => "the filter selects too few matched pairs".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "Suppressed: {cause}. Answers and agreement below cover no pairs; chat and funnel counts remain."
+        );
+        let _ = writeln!(out);
+    }
     let _ = writeln!(
         out,
         "Chats: {}  (ineligible, not counted: {})",

@@ -126,7 +126,7 @@ pub async fn export(
             .map_err(|error| ApiError::internal(&error))?;
             let (body, rows) = match written {
                 Ok(written) => written,
-                Err(error @ (ExportError::TooFewPairs { .. } | ExportError::LeavesOutTooFewPairs { .. })) => {
+                Err(error @ ExportError::Suppressed { .. }) => {
                     return Err(ApiError::unprocessable("too_few_pairs", error.to_string()));
                 }
                 Err(ExportError::Store(error)) => return Err(error.into()),

@@ -427,7 +427,11 @@ pub fn invite(service: &Service, platform: &RecordingPlatform, chat_id: &str) ->
     let webhook = SignedWebhook::chat_ended(&service.config.webhook_secrets[0], chat_id);
     let (status, body) = webhook.send(service);
     assert_eq!(status, 202, "webhook for {chat_id}: {body}");
+    wait_for_tokens(platform, chat_id)
+}
 
+/// Waits until the platform received both invitations of a chat and returns their tokens.
+pub fn wait_for_tokens(platform: &RecordingPlatform, chat_id: &str) -> Tokens {
     let path = format!("/chats/{chat_id}/messages");
     let started = Instant::now();
     loop {
