@@ -69,8 +69,9 @@ impl AppState {
 
     /// Checks `Authorization: Bearer <token>` against the admin tokens in
     /// constant time.
-    /// Checks for an admin token that sees every organization, as `holding`
-    /// (what the endpoint returns) needs; a limited token gets `403`.
+    /// Checks for an admin token that may read every organization, because
+    /// `holding` (what the endpoint returns) covers them all. A limited token
+    /// gets `403`.
     pub fn unlimited_admin_scope(&self, request: &HttpRequest, holding: &str) -> Result<AdminScope, ApiError> {
         let scope = self.admin_scope(request)?;
         if scope.organizations.is_some() {

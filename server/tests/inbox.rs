@@ -277,7 +277,7 @@ fn crash_child() {
 }
 
 #[test]
-fn due_deliveries_leave_out_skipped_keys_and_keep_the_limit() {
+fn due_deliveries_skip_and_limit() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = Store::open(dir.path(), CACHE).expect("store opens");
     accept(&store, "msg_1", "chat-1");

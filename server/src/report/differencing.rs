@@ -9,10 +9,10 @@
 //! The wider selections checked are F with any non-empty set of its
 //! dimensions left out (organization, topic, child age group, first day,
 //! last day). Several at once matter too, because leaving out one dimension
-//! may add no pair while leaving out two adds one. When all of F's pairs
-//! have the same value of a label that F does not set (one topic, or no age
-//! group), the selection on that value contains F too, so the value is
-//! treated as a condition of F as well.
+//! may add no pair while leaving out two adds one. Sometimes all of F's
+//! pairs have the same value of a label that F does not set (one topic, or
+//! no age group). The selection on that value then contains F too, so the
+//! value counts as a condition of F as well.
 //!
 //! Every selection is counted per breakdown cell as well, so that a cell of
 //! a filtered report can be compared with the same cell of a wider report.
