@@ -261,12 +261,24 @@ fn demo_settings(
 }
 
 async fn fetch_report(client: &reqwest::Client, target: &str, admin_token: &str) -> Result<Report, CliError> {
-    let response = client
-        .get(format!("{target}/api/admin/report"))
-        .bearer_auth(admin_token)
-        .send()
-        .await
-        .map_err(|error| format!("cannot fetch the report from {target}: {error}"))?;
+    // A service that restarts (as the crash test makes it) closes and then
+    // refuses connections for a moment, so failed sends of this idempotent
+    // GET are retried for 30 s.
+    let started = std::time::Instant::now();
+    let response = loop {
+        let sent = client
+            .get(format!("{target}/api/admin/report"))
+            .bearer_auth(admin_token)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => break response,
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(30) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(format!("cannot fetch the report from {target}: {error}").into()),
+        }
+    };
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
