@@ -37,8 +37,8 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
     let now = state.now_millis();
     let chat_key = state.pseudonym_key.pseudonym("chat", &chat.chat_id);
     let expires_at = now + state.settings.questionnaire_expiry.as_millis() as i64;
-    let parent_id = InvitationId::generate();
-    let professional_id = InvitationId::generate();
+    let parent_id = state.store.new_invitation_id(&chat_key);
+    let professional_id = state.store.new_invitation_id(&chat_key);
     let eligible = is_eligible(chat, state.settings.min_messages_per_side);
     let professional_pseudonym = match &chat.professional_participant {
         Some(participant) => state.pseudonym_key.pseudonym("participant", participant),
@@ -102,7 +102,7 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
 
     state.store.inbox_room().await;
     let acceptance = state.store.accept_chat(NewChat {
-        webhook_id: dedup_key,
+        webhook_id: Some(dedup_key),
         chat_key: &chat_key,
         chat: &record,
         invitations: if eligible { &invitations } else { &[] },

@@ -99,6 +99,14 @@ impl InvitationId {
         Self(format!("{INVITATION_PREFIX}{}", hex(&bytes)))
     }
 
+    /// An id of 4 random bytes followed by `locator`, by which the store
+    /// finds the invitation's chat. The random part comes first, so the ids
+    /// of one chat differ from their first digit.
+    pub fn with_locator(locator: [u8; 12]) -> Self {
+        let random: [u8; 4] = rand::random();
+        Self(format!("{INVITATION_PREFIX}{}{}", hex(&random), hex(&locator)))
+    }
+
     pub fn parse(value: &str) -> Result<Self, String> {
         let valid = value.strip_prefix(INVITATION_PREFIX).is_some_and(|rest| {
             rest.len() == INVITATION_HEX_LEN && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

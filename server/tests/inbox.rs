@@ -55,7 +55,7 @@ fn accept(store: &Store, webhook: &str, chat: &str) -> ChatAcceptance {
     });
     store
         .accept_chat(NewChat {
-            webhook_id: webhook,
+            webhook_id: Some(webhook),
             chat_key: chat,
             chat: &record,
             invitations: &invitations,

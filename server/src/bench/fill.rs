@@ -15,8 +15,8 @@ use crate::token::{InvitationId, PseudonymKey, ServerKey};
 /// Chats written between two flushes.
 const FLUSH_EVERY: usize = 50_000;
 
-/// Writes `count` delivered chats, each with its two invitations and its
-/// webhook id, into a new store in `dir` on `threads` threads. Stops early
+/// Writes `count` delivered chats, each with its two invitations, and the
+/// webhook ids of the chats of the last 8 days, into a new store in `dir` on `threads` threads. Stops early
 /// when `time_limit` passes and returns how many chats were written.
 pub fn fill(dir: &Path, cache_bytes: u64, count: usize, threads: usize, time_limit: Duration) -> Result<usize, String> {
     let occupied = dir.exists()
@@ -140,8 +140,8 @@ pub fn write_chat(store: &Store, key: &PseudonymKey, number: usize, received_at:
     let day = time::Date::from_ordinal_date(2022, 1).expect("valid date") + time::Duration::days((number % 730) as i64);
     let ended_at = format!("{day}T{:02}:{:02}:00Z", 8 + number % 12, number % 60);
     let organizations = ["GGD Regio Utrecht", "GGD Hollands Noorden", "JGZ Zuid-Holland West"];
-    let parent_id = InvitationId::generate();
-    let professional_id = InvitationId::generate();
+    let parent_id = store.new_invitation_id(&chat_key);
+    let professional_id = store.new_invitation_id(&chat_key);
     let chat = ChatRecord {
         received_at: now,
         ended_at,
@@ -170,10 +170,13 @@ pub fn write_chat(store: &Store, key: &PseudonymKey, number: usize, received_at:
         invitation(&parent_id, Role::Parent),
         invitation(&professional_id, Role::Professional),
     ];
+    // The service forgets webhook ids after 8 days, so a store of chats
+    // spread over 730 days holds those of the last 8 days only.
     let webhook_id = format!("msg_fill-{number}");
+    let recent = number % 730 >= 730 - 8;
     store
         .accept_chat(NewChat {
-            webhook_id: &webhook_id,
+            webhook_id: recent.then_some(webhook_id.as_str()),
             chat_key: &chat_key,
             chat: &chat,
             invitations: &invitations,

@@ -41,9 +41,9 @@ pub(super) const BATCH: usize = 256;
 /// One accepted webhook: its journal payload and the keys it deduplicates on.
 pub(super) struct Entry {
     pub payload: Vec<u8>,
-    pub webhook_id: Box<str>,
-    /// Set when the entry stores a new chat.
-    pub chat_key: Option<Box<str>>,
+    pub webhook_id: Option<Box<str>>,
+    /// The record key, set when the entry stores a new chat.
+    pub chat_key: Option<Box<[u8]>>,
 }
 
 #[derive(Default)]
@@ -51,7 +51,7 @@ pub(super) struct Queue {
     pub entries: VecDeque<Entry>,
     bytes: usize,
     webhook_ids: HashSet<Box<str>>,
-    chat_keys: HashSet<Box<str>>,
+    chat_keys: HashSet<Box<[u8]>>,
     /// Entries ever pushed and ever written into sled; [`Inbox::settle`] waits for the second to reach the first.
     pushed: u64,
     applied: u64,
@@ -67,10 +67,12 @@ pub(super) struct Queue {
 impl Queue {
     pub fn push(&mut self, entry: Entry) {
         self.bytes += entry.payload.len();
-        self.seen_webhooks.insert(entry.webhook_id.as_bytes());
-        self.webhook_ids.insert(entry.webhook_id.clone());
+        if let Some(webhook_id) = &entry.webhook_id {
+            self.seen_webhooks.insert(webhook_id.as_bytes());
+            self.webhook_ids.insert(webhook_id.clone());
+        }
         if let Some(chat_key) = &entry.chat_key {
-            self.seen_chats.insert(chat_key.as_bytes());
+            self.seen_chats.insert(chat_key);
             self.chat_keys.insert(chat_key.clone());
         }
         self.entries.push_back(entry);
@@ -81,7 +83,7 @@ impl Queue {
         self.webhook_ids.contains(id)
     }
 
-    pub fn has_chat(&self, key: &str) -> bool {
+    pub fn has_chat(&self, key: &[u8]) -> bool {
         self.chat_keys.contains(key)
     }
 
@@ -89,7 +91,9 @@ impl Queue {
     pub fn applied(&mut self, entries: &[Entry]) {
         for entry in entries {
             self.bytes -= entry.payload.len();
-            self.webhook_ids.remove(&entry.webhook_id);
+            if let Some(webhook_id) = &entry.webhook_id {
+                self.webhook_ids.remove(webhook_id);
+            }
             if let Some(chat_key) = &entry.chat_key {
                 self.chat_keys.remove(chat_key);
             }
@@ -183,8 +187,8 @@ mod tests {
     fn entry(id: &str, chat: Option<&str>, bytes: usize) -> Entry {
         Entry {
             payload: vec![0; bytes],
-            webhook_id: id.into(),
-            chat_key: chat.map(Into::into),
+            webhook_id: Some(id.into()),
+            chat_key: chat.map(|key| key.as_bytes().into()),
         }
     }
 
@@ -195,14 +199,14 @@ mod tests {
         queue.push(entry("msg_2", None, 5));
         assert!(queue.has_webhook("msg_1"));
         assert!(queue.has_webhook("msg_2"));
-        assert!(queue.has_chat("chat-a"));
-        assert!(!queue.has_chat("chat-b"));
+        assert!(queue.has_chat(b"chat-a"));
+        assert!(!queue.has_chat(b"chat-b"));
 
         let drained: Vec<Entry> = queue.entries.drain(..).collect();
         assert!(queue.has_webhook("msg_1"), "drained but not applied yet");
         queue.applied(&drained);
         assert!(!queue.has_webhook("msg_1"));
-        assert!(!queue.has_chat("chat-a"));
+        assert!(!queue.has_chat(b"chat-a"));
         assert_eq!((queue.pushed, queue.applied, queue.bytes), (2, 2, 0));
     }
 

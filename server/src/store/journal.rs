@@ -35,6 +35,8 @@ pub(super) enum TreeId {
     Meta = 5,
     Totals = 6,
     Facts = 7,
+    Records = 8,
+    Aliases = 9,
 }
 
 impl TreeId {
@@ -48,6 +50,8 @@ impl TreeId {
             5 => Self::Meta,
             6 => Self::Totals,
             7 => Self::Facts,
+            8 => Self::Records,
+            9 => Self::Aliases,
             _ => return None,
         })
     }
@@ -382,7 +386,7 @@ mod tests {
 
     #[test]
     fn unknown_tree_or_kind_is_damage() {
-        assert!(parse_ops(&[9, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(parse_ops(&[10, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         assert!(parse_ops(&[0, 7, 0, 0, 0, 0]).is_none());
         assert!(parse_ops(&[0, REMOVE, 5, 0, 0, 0, b'x']).is_none());
     }

@@ -1,21 +1,28 @@
 //! The only code that knows sled: trees, keys, transactions and durability.
 //!
 //! Trees:
-//! - `chats`: chat pseudonym → [`ChatRecord`]
-//! - `invitations`: invitation id → [`InvitationRecord`]
+//! - `chat_records`: record key → the chat, its invitations and its report
+//!   facts in one value (see [`chat_value`])
+//! - `invitation_aliases`: invitation id → record key, for ids that do not
+//!   carry their record key (those made before one record per chat)
 //! - `webhook_ids`: accepted `webhook-id` → receive time (big-endian millis)
 //! - `queue`: due time (big-endian millis) ++ invitation id → [`QueuedDelivery`]
 //! - `dead`: invitation id → [`QueuedDelivery`] that will not be retried by itself
 //! - `meta`: store-wide values such as the first start time
+//! - `totals`: report totals of purged chats, per week
+//! - `chats`, `invitations` and `facts`: the format before one record per
+//!   chat; [`Store::open`] moves them into `chat_records` and empties them
 //!
 //! sled writes are durable only after a flush. [`Store::flush`] hands the
 //! request to one flusher thread, which flushes once for every request that
 //! is waiting, so concurrent writers share one fsync. Accepted chats reach
 //! sled later, through the inbox (see [`inbox`]).
 
+mod chat_value;
 pub mod facts;
 mod inbox;
 mod journal;
+mod migrate;
 pub mod records;
 mod seen;
 
@@ -28,10 +35,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use crate::questionnaire::Role;
 use crate::report::StratumCounts;
 use crate::report::live::LiveTotals;
 use crate::token::InvitationId;
+use chat_value::{KEY_BYTES, Salt, StoredChat};
 use journal::{Journal, Op, TreeId};
 use records::{ChatRecord, InvitationRecord, Millis, QueuedDelivery};
 
@@ -47,6 +54,8 @@ pub enum StoreError {
     Corrupt { key: String, source: serde_json::Error },
     #[error("stored report facts of chat {key} are damaged")]
     CorruptFacts { key: String },
+    #[error("the stored setting {0} of the store is damaged")]
+    CorruptMeta(&'static str),
     #[error("store flush failed: {0}")]
     Flush(String),
 }
@@ -68,12 +77,27 @@ struct Shared {
     inbox: inbox::Inbox,
 }
 
+/// Number of sled trees, in [`TreeId`] order.
+const TREES: usize = 10;
+const TREE_NAMES: [&str; TREES] = [
+    "chats",
+    "invitations",
+    "webhook_ids",
+    "queue",
+    "dead",
+    "meta",
+    "totals",
+    "facts",
+    "chat_records",
+    "invitation_aliases",
+];
+
 /// The writer of inbox entries into sled, shared by the applier thread and checkpoints.
 #[derive(Clone)]
 struct Sink {
     db: sled::Db,
     /// In [`TreeId`] order.
-    trees: [sled::Tree; 8],
+    trees: [sled::Tree; TREES],
     live: Arc<Mutex<LiveTotals>>,
     shared: Arc<Shared>,
 }
@@ -82,14 +106,15 @@ struct Sink {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    chats: sled::Tree,
-    invitations: sled::Tree,
+    records: sled::Tree,
+    aliases: sled::Tree,
     webhook_ids: sled::Tree,
     queue: sled::Tree,
     dead: sled::Tree,
     meta: sled::Tree,
-    facts: sled::Tree,
     totals: sled::Tree,
+    /// Mixed into every record key (see [`chat_value`]).
+    salt: Salt,
     shared: Arc<Shared>,
     flusher: Arc<Flusher>,
     /// Running totals of the live chats, changed with every facts record.
@@ -133,7 +158,8 @@ pub enum ChatAcceptance {
 
 /// A new chat with everything written in the same write.
 pub struct NewChat<'a> {
-    pub webhook_id: &'a str,
+    /// `None` only for chats written without a webhook (`bench --fill`).
+    pub webhook_id: Option<&'a str>,
     pub chat_key: &'a str,
     pub chat: &'a ChatRecord,
     /// Empty for an ineligible chat, which gets no invitations.
@@ -219,8 +245,8 @@ impl Writes<'_> {
     fn insert(&mut self, tree: TreeId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let previous = self.store.tree(tree).insert(key, value)?;
         journal::push_op(&mut self.payload, tree, key, Some(value));
-        if tree == TreeId::Facts {
-            self.store.live_totals().replace(previous.as_deref(), Some(value));
+        if tree == TreeId::Records {
+            replace_facts(&self.store.live, previous.as_deref(), Some(value));
         }
         Ok(())
     }
@@ -231,8 +257,8 @@ impl Writes<'_> {
         if previous.is_some() {
             journal::push_op(&mut self.payload, tree, key, None);
         }
-        if tree == TreeId::Facts {
-            self.store.live_totals().replace(previous.as_deref(), None);
+        if tree == TreeId::Records {
+            replace_facts(&self.store.live, previous.as_deref(), None);
         }
         Ok(previous)
     }
@@ -267,19 +293,23 @@ impl Store {
         let (flush_requests, receiver) = mpsc::channel();
         let journal_path = dir.join("journal");
         let leftover = Journal::read_leftover(&journal_path)?;
-        let trees = [
-            db.open_tree("chats")?,
-            db.open_tree("invitations")?,
-            db.open_tree("webhook_ids")?,
-            db.open_tree("queue")?,
-            db.open_tree("dead")?,
-            db.open_tree("meta")?,
-            db.open_tree("totals")?,
-            db.open_tree("facts")?,
-        ];
+        let mut opened = Vec::with_capacity(TREES);
+        for name in TREE_NAMES {
+            opened.push(db.open_tree(name)?);
+        }
+        let mut trees: [sled::Tree; TREES] = opened
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one handle per tree"));
         if !leftover.is_empty() {
             replay(&trees, &leftover)?;
             db.flush()?;
+        }
+        let salt = migrate::salt(&trees[TreeId::Meta as usize])?;
+        if migrate::to_chat_records(&db, &trees, &salt)? {
+            // Fresh handles of the emptied trees of the old format.
+            for id in [TreeId::Chats, TreeId::Invitations, TreeId::Facts] {
+                trees[id as usize] = db.open_tree(TREE_NAMES[id as usize])?;
+            }
         }
         let shared = Arc::new(Shared {
             write_lock: Mutex::new(()),
@@ -292,16 +322,16 @@ impl Store {
             live: Arc::default(),
             shared: Arc::clone(&shared),
         };
-        let [chats, invitations, webhook_ids, queue, dead, meta, totals, facts] = trees;
+        let tree = |id: TreeId| trees[id as usize].clone();
         let store = Self {
-            chats,
-            invitations,
-            webhook_ids,
-            queue,
-            dead,
-            meta,
-            facts,
-            totals,
+            records: tree(TreeId::Records),
+            aliases: tree(TreeId::Aliases),
+            webhook_ids: tree(TreeId::WebhookIds),
+            queue: tree(TreeId::Queue),
+            dead: tree(TreeId::Dead),
+            meta: tree(TreeId::Meta),
+            totals: tree(TreeId::Totals),
+            salt,
             live: Arc::clone(&sink.live),
             shared,
             flusher: Arc::new(Flusher {
@@ -312,7 +342,6 @@ impl Store {
             sink: sink.clone(),
             db,
         };
-        store.ensure_facts()?;
         if !leftover.is_empty() {
             store.remove_unacknowledged_orphans()?;
         }
@@ -332,42 +361,57 @@ impl Store {
     }
 
     fn tree(&self, id: TreeId) -> &sled::Tree {
-        match id {
-            TreeId::Chats => &self.chats,
-            TreeId::Invitations => &self.invitations,
-            TreeId::WebhookIds => &self.webhook_ids,
-            TreeId::Queue => &self.queue,
-            TreeId::Dead => &self.dead,
-            TreeId::Meta => &self.meta,
-            TreeId::Totals => &self.totals,
-            TreeId::Facts => &self.facts,
+        &self.sink.trees[id as usize]
+    }
+
+    /// Returns the sled key of the chat with pseudonym `chat_key`.
+    fn record_key(&self, chat_key: &str) -> [u8; KEY_BYTES] {
+        chat_value::record_key(&self.salt, chat_key)
+    }
+
+    /// Makes a new invitation id for the chat with pseudonym `chat_key`.
+    /// The id carries the chat's record key, so the questionnaire API finds
+    /// the chat with one read.
+    pub fn new_invitation_id(&self, chat_key: &str) -> InvitationId {
+        let key = self.record_key(chat_key);
+        let mut prefix = [0; chat_value::ID_PREFIX_BYTES];
+        prefix.copy_from_slice(&key[..chat_value::ID_PREFIX_BYTES]);
+        InvitationId::with_locator(prefix)
+    }
+
+    /// Finds the stored chat of an invitation: its record key and value.
+    fn locate(&self, id: &InvitationId) -> Result<Option<(sled::IVec, StoredChat)>, StoreError> {
+        if let Some(prefix) = chat_value::id_prefix(id) {
+            for entry in self.records.scan_prefix(prefix) {
+                let (key, value) = entry?;
+                let stored = decode_chat(&key, &value)?;
+                if stored.invitations.iter().any(|invitation| invitation.id == *id) {
+                    return Ok(Some((key, stored)));
+                }
+            }
+        }
+        let Some(key) = self.aliases.get(id.as_str())? else {
+            return Ok(None);
+        };
+        match self.records.get(&key)? {
+            Some(value) => Ok(Some((key.clone(), decode_chat(&key, &value)?))),
+            None => Ok(None),
         }
     }
 
     /// Deletes what a write that was never acknowledged may have left after
-    /// a crash: sled can keep a prefix of such a write (queue entries or
-    /// facts without their chat) that the journal does not hold. Without
-    /// this, a queued invitation of a lost chat would reach the platform,
-    /// and the platform's retry would then create the chat again under new ids.
+    /// a crash: sled can keep a prefix of such a write (queue entries
+    /// without their chat) that the journal does not hold. Without this, a
+    /// queued invitation of a lost chat would reach the platform, and the
+    /// platform's retry would then create the chat again under new ids.
     fn remove_unacknowledged_orphans(&self) -> Result<(), StoreError> {
         let mut removed = 0u64;
         for entry in self.queue.iter() {
             let (key, value) = entry?;
             let delivery: QueuedDelivery = decode(&key, &value)?;
-            let chat_exists = match self.invitation(&delivery.invitation_id)? {
-                Some(invitation) => self.chats.contains_key(invitation.chat.as_bytes())?,
-                None => false,
-            };
-            if !chat_exists {
+            if self.locate(&delivery.invitation_id)?.is_none() {
                 self.queue.remove(&key)?;
-                self.invitations.remove(delivery.invitation_id.as_str())?;
-                removed += 1;
-            }
-        }
-        for entry in self.facts.iter() {
-            let (key, _) = entry?;
-            if !self.chats.contains_key(&key)? {
-                self.facts.remove(&key)?;
+                self.aliases.remove(delivery.invitation_id.as_str())?;
                 removed += 1;
             }
         }
@@ -380,48 +424,25 @@ impl Store {
         Ok(())
     }
 
-    /// Writes report facts for every chat of a store made before they
-    /// existed. Runs once, when the store is opened.
-    fn ensure_facts(&self) -> Result<(), StoreError> {
-        const FACTS_VERSION: &[u8] = b"facts_version";
-        if self.meta.get(FACTS_VERSION)?.is_some() || self.chats.is_empty() {
-            self.meta.insert(FACTS_VERSION, &[1])?;
-            return Ok(());
-        }
-        let mut written = 0u64;
-        for entry in self.chats.iter() {
-            let (key, value) = entry?;
-            let chat: ChatRecord = decode(&key, &value)?;
-            let parent = self.invitation(&chat.parent_invitation)?;
-            let professional = self.invitation(&chat.professional_invitation)?;
-            self.facts
-                .insert(&key, facts::encode(&chat, [parent.as_ref(), professional.as_ref()]))?;
-            written += 1;
-        }
-        self.meta.insert(FACTS_VERSION, &[1])?;
-        tracing::info!(chats = written, "wrote report facts for the chats of an older store");
-        Ok(())
-    }
-
     /// Counts every chat's facts into the running totals, once at open.
     fn build_live_totals(&self) -> Result<(), StoreError> {
         let mut live = self.live_totals();
-        for entry in self.facts.iter() {
+        for entry in self.records.iter() {
             let (_, value) = entry?;
-            live.replace(None, Some(&value));
+            live.replace(None, chat_value::value_facts(&value));
         }
         live.shrink_to_fit();
         Ok(())
     }
 
-    /// Adds every stored webhook id and chat key to the filters that spare
-    /// duplicate checks a read of sled. Runs once, when the store is opened.
+    /// Adds every stored webhook id and chat record key to the filters that
+    /// spare duplicate checks a read of sled. Runs once, when the store is opened.
     fn build_seen_filters(&self) -> Result<(), StoreError> {
         let mut queue = self.shared.inbox.lock();
         for key in self.webhook_ids.iter().keys() {
             queue.seen_webhooks.insert(&key?);
         }
-        for key in self.chats.iter().keys() {
+        for key in self.records.iter().keys() {
             queue.seen_chats.insert(&key?);
         }
         Ok(())
@@ -508,64 +529,63 @@ impl Store {
     }
 
     /// Accepts a chat-ended webhook: deduplicates on the webhook id and on
-    /// the chat, then appends one write with the chat, its report facts, its
-    /// two invitations and their queued deliveries to the journal and the
-    /// inbox. The webhook id is written last, so a store that has it has the
-    /// rest. Not durable until [`Store::flush`]; in sled once the applier
-    /// has taken it from the inbox (see [`Store::settle`]).
+    /// the chat, then appends one write with the queued deliveries, the chat
+    /// record (the chat, its invitations and report facts) and the webhook
+    /// id to the journal and the inbox. The webhook id is written last, so a
+    /// store that has it has the rest. Not durable until [`Store::flush`];
+    /// in sled once the applier has taken it from the inbox (see [`Store::settle`]).
     pub fn accept_chat(&self, new: NewChat<'_>) -> Result<ChatAcceptance, StoreError> {
         let received = new.now.to_be_bytes();
+        let record_key = self.record_key(new.chat_key);
+        let stored = StoredChat {
+            key: new.chat_key.into(),
+            chat: new.chat.clone(),
+            invitations: new.invitations.to_vec(),
+        };
         let mut payload = Vec::with_capacity(2048);
-        for invitation in new.invitations {
-            journal::push_op(
-                &mut payload,
-                TreeId::Invitations,
-                invitation.id.as_str().as_bytes(),
-                Some(&encode(invitation)),
-            );
-        }
         for delivery in new.deliveries {
             let key = queue_key(delivery.next_attempt_at, &delivery.invitation_id);
             journal::push_op(&mut payload, TreeId::Queue, &key, Some(&encode(delivery)));
         }
-        let by_role = |role: Role| new.invitations.iter().find(|invitation| invitation.role == role);
-        let chat_facts = facts::encode(new.chat, [by_role(Role::Parent), by_role(Role::Professional)]);
-        journal::push_op(&mut payload, TreeId::Facts, new.chat_key.as_bytes(), Some(&chat_facts));
-        journal::push_op(
-            &mut payload,
-            TreeId::Chats,
-            new.chat_key.as_bytes(),
-            Some(&encode(new.chat)),
-        );
-        journal::push_op(
-            &mut payload,
-            TreeId::WebhookIds,
-            new.webhook_id.as_bytes(),
-            Some(&received),
-        );
+        for invitation in new.invitations {
+            // Ids that do not carry the record key are found through an alias.
+            if chat_value::id_prefix(&invitation.id).as_ref().map(<[u8; _]>::as_slice)
+                != Some(&record_key[..chat_value::ID_PREFIX_BYTES])
+            {
+                journal::push_op(
+                    &mut payload,
+                    TreeId::Aliases,
+                    invitation.id.as_str().as_bytes(),
+                    Some(&record_key),
+                );
+            }
+        }
+        journal::push_op(&mut payload, TreeId::Records, &record_key, Some(&stored.encode()));
+        if let Some(webhook_id) = new.webhook_id {
+            journal::push_op(&mut payload, TreeId::WebhookIds, webhook_id.as_bytes(), Some(&received));
+        }
 
         let mut queue = self.shared.inbox.lock();
-        if self.has_webhook(&queue, new.webhook_id)? {
+        if let Some(webhook_id) = new.webhook_id
+            && self.has_webhook(&queue, webhook_id)?
+        {
             return Ok(ChatAcceptance::DuplicateWebhook);
         }
-        let known_chat = queue.has_chat(new.chat_key)
-            || (queue.seen_chats.may_contain(new.chat_key.as_bytes()) && self.chats.contains_key(new.chat_key)?);
+        let known_chat = queue.has_chat(&record_key)
+            || (queue.seen_chats.may_contain(&record_key) && self.records.contains_key(record_key)?);
         let (acceptance, chat_key) = if known_chat {
             payload.clear();
-            journal::push_op(
-                &mut payload,
-                TreeId::WebhookIds,
-                new.webhook_id.as_bytes(),
-                Some(&received),
-            );
+            if let Some(webhook_id) = new.webhook_id {
+                journal::push_op(&mut payload, TreeId::WebhookIds, webhook_id.as_bytes(), Some(&received));
+            }
             (ChatAcceptance::KnownChat, None)
         } else {
-            (ChatAcceptance::New, Some(new.chat_key.into()))
+            (ChatAcceptance::New, Some(record_key.into()))
         };
         self.shared.journal.append(&payload);
         queue.push(inbox::Entry {
             payload,
-            webhook_id: new.webhook_id.into(),
+            webhook_id: new.webhook_id.map(Into::into),
             chat_key,
         });
         drop(queue);
@@ -626,32 +646,37 @@ impl Store {
     /// Reads a chat from sled. A chat still in the inbox is not found; the
     /// callers look up chats of delivered invitations, which are in sled.
     pub fn chat(&self, key: &str) -> Result<Option<ChatRecord>, StoreError> {
-        self.chats
-            .get(key)?
-            .map(|bytes| decode(key.as_bytes(), &bytes))
-            .transpose()
+        let record_key = self.record_key(key);
+        match self.records.get(record_key)? {
+            Some(value) => Ok(Some(decode_chat(&record_key, &value)?.chat)),
+            None => Ok(None),
+        }
     }
 
-    /// Iterates over all chats, in key order.
+    /// Iterates over all chats with their pseudonyms, in record-key order
+    /// (which is not the order of the pseudonyms).
     pub fn chats(&self) -> impl Iterator<Item = Result<(String, ChatRecord), StoreError>> + '_ {
         self.settle();
-        self.chats.iter().map(|entry| {
+        self.records.iter().map(|entry| {
             let (key, value) = entry?;
-            let record = decode(&key, &value)?;
-            Ok((String::from_utf8_lossy(&key).into_owned(), record))
+            let stored = decode_chat(&key, &value)?;
+            Ok((stored.key, stored.chat))
         })
     }
 
-    /// Calls `visit` with the report facts of every chat, in key order, and
-    /// returns how many there were.
+    /// Calls `visit` with the report facts of every chat, in record-key
+    /// order, and returns how many there were.
     pub fn for_each_facts(&self, mut visit: impl FnMut(&facts::ChatFacts<'_>)) -> Result<u64, StoreError> {
         self.settle();
         let mut count = 0;
-        for entry in self.facts.iter() {
+        for entry in self.records.iter() {
             let (key, value) = entry?;
-            let chat_facts = facts::decode(&value).ok_or_else(|| StoreError::CorruptFacts {
-                key: String::from_utf8_lossy(&key).into_owned(),
-            })?;
+            let chat_facts =
+                chat_value::value_facts(&value)
+                    .and_then(facts::decode)
+                    .ok_or_else(|| StoreError::CorruptFacts {
+                        key: crate::token::hex(&key),
+                    })?;
             visit(&chat_facts);
             count += 1;
         }
@@ -661,13 +686,28 @@ impl Store {
     /// Reads every stored chat record without decoding it, for comparison
     /// with [`Store::scan_facts_bytes`]. Returns the number of records and their total size.
     pub fn scan_chats_bytes(&self) -> Result<(u64, u64), StoreError> {
-        scan_bytes(&self.chats)
+        let mut count = 0;
+        let mut bytes = 0;
+        for entry in self.records.iter() {
+            let (_, value) = entry?;
+            count += 1;
+            bytes += value.len() as u64;
+        }
+        Ok((count, bytes))
     }
 
-    /// Reads every stored fact value without decoding it, for measuring the
-    /// cost of a scan. Returns the number of values and their total size.
+    /// Reads every chat record and finds its report facts without decoding
+    /// them, for measuring the cost of a scan. Returns the number of records
+    /// and the total size of their facts.
     pub fn scan_facts_bytes(&self) -> Result<(u64, u64), StoreError> {
-        scan_bytes(&self.facts)
+        let mut count = 0;
+        let mut bytes = 0;
+        for entry in self.records.iter() {
+            let (_, value) = entry?;
+            count += 1;
+            bytes += chat_value::value_facts(&value).map_or(0, <[u8]>::len) as u64;
+        }
+        Ok((count, bytes))
     }
 
     /// Keys and receive times of every chat, in key order.
@@ -701,37 +741,38 @@ impl Store {
         chat_key: &str,
         fold: impl FnOnce(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
     ) -> Result<Option<PurgedChat>, StoreError> {
+        let record_key = self.record_key(chat_key);
         self.write(|writes| {
-            let Some(chat_bytes) = self.chats.get(chat_key)? else {
+            let Some(value) = self.records.get(record_key)? else {
                 return Ok(None);
             };
-            let chat: ChatRecord = decode(chat_key.as_bytes(), &chat_bytes)?;
-            let corrupt = || StoreError::CorruptFacts {
-                key: chat_key.to_owned(),
-            };
-            let facts_bytes = self.facts.get(chat_key)?.ok_or_else(corrupt)?;
-            let chat_facts = facts::decode(&facts_bytes).ok_or_else(corrupt)?;
+            let stored = decode_chat(&record_key, &value)?;
+            let chat_facts =
+                chat_value::value_facts(&value)
+                    .and_then(facts::decode)
+                    .ok_or_else(|| StoreError::CorruptFacts {
+                        key: chat_key.to_owned(),
+                    })?;
             let (totals_key, totals) = fold(&chat_facts)?;
             writes.insert(TreeId::Totals, &totals_key, &totals)?;
 
             let mut purged = PurgedChat::default();
-            for id in [&chat.parent_invitation, &chat.professional_invitation] {
-                if let Some(bytes) = writes.remove(TreeId::Invitations, id.as_str().as_bytes())? {
-                    purged.add(&decode(id.as_str().as_bytes(), &bytes)?);
-                }
-                if writes.remove(TreeId::Dead, id.as_str().as_bytes())?.is_some() {
+            for invitation in &stored.invitations {
+                purged.add(invitation);
+                let id = invitation.id.as_str().as_bytes();
+                if writes.remove(TreeId::Dead, id)?.is_some() {
                     purged.dead_letters += 1;
                 }
+                writes.remove(TreeId::Aliases, id)?;
             }
-            writes.remove(TreeId::Facts, chat_key.as_bytes())?;
-            writes.remove(TreeId::Chats, chat_key.as_bytes())?;
+            writes.remove(TreeId::Records, &record_key)?;
             Ok(Some(purged))
         })
     }
 
     /// Counts the chats in sled, without those still in the inbox.
     pub fn chat_count(&self) -> usize {
-        self.chats.len()
+        self.records.len()
     }
 
     /// Counts the accepted webhooks waiting in the inbox to be written into sled.
@@ -740,41 +781,32 @@ impl Store {
     }
 
     pub fn invitation(&self, id: &InvitationId) -> Result<Option<InvitationRecord>, StoreError> {
-        self.invitations
-            .get(id.as_str())?
-            .map(|bytes| decode(id.as_str().as_bytes(), &bytes))
-            .transpose()
+        Ok(self
+            .locate(id)?
+            .and_then(|(_, stored)| stored.invitations.into_iter().find(|invitation| invitation.id == *id)))
     }
 
-    /// Reads, changes and writes one invitation, and the report facts of its
-    /// chat, in one write. `change` returns `Err` to reject the change
-    /// without writing.
+    /// Reads, changes and writes one invitation, with the report facts of
+    /// its chat, in one write of the chat record. `change` returns `Err` to
+    /// reject the change without writing.
     pub fn update_invitation<T, E>(
         &self,
         id: &InvitationId,
         change: impl FnOnce(&mut InvitationRecord) -> Result<T, E>,
     ) -> Result<(T, InvitationRecord), UpdateError<E>> {
         self.write(|writes| {
-            let Some(current) = self.invitations.get(id.as_str())? else {
+            let Some((key, mut stored)) = self.locate(id)? else {
                 return Err(UpdateError::NotFound);
             };
-            let mut record: InvitationRecord = decode(id.as_str().as_bytes(), &current)?;
+            let Some(record) = stored.invitations.iter_mut().find(|invitation| invitation.id == *id) else {
+                return Err(UpdateError::NotFound);
+            };
             let before = record.clone();
-            let outcome = change(&mut record).map_err(UpdateError::Rejected)?;
-            if record == before {
-                return Ok((outcome, record));
+            let outcome = change(record).map_err(UpdateError::Rejected)?;
+            let record = record.clone();
+            if record != before {
+                writes.insert(TreeId::Records, &key, &stored.encode())?;
             }
-            // Facts first: after a crash sled may keep a prefix of this write,
-            // and a retried change rewrites the facts only while the invitation differs.
-            if let Some(stored) = self.facts.get(record.chat.as_bytes())? {
-                let role_facts = facts::RoleFacts::from_invitation(&record);
-                let updated =
-                    facts::with_role(&stored, record.role, &role_facts).ok_or_else(|| StoreError::CorruptFacts {
-                        key: record.chat.clone(),
-                    })?;
-                writes.insert(TreeId::Facts, record.chat.as_bytes(), &updated)?;
-            }
-            writes.insert(TreeId::Invitations, id.as_str().as_bytes(), &encode(&record))?;
             Ok((outcome, record))
         })
     }
@@ -918,10 +950,11 @@ impl Store {
         id: &InvitationId,
         change: impl FnOnce(&mut InvitationRecord),
     ) -> Result<(), StoreError> {
-        if let Some(bytes) = self.invitations.get(id.as_str())? {
-            let mut record: InvitationRecord = decode(id.as_str().as_bytes(), &bytes)?;
-            change(&mut record);
-            writes.insert(TreeId::Invitations, id.as_str().as_bytes(), &encode(&record))?;
+        if let Some((key, mut stored)) = self.locate(id)?
+            && let Some(record) = stored.invitations.iter_mut().find(|invitation| invitation.id == *id)
+        {
+            change(record);
+            writes.insert(TreeId::Records, &key, &stored.encode())?;
         }
         Ok(())
     }
@@ -978,14 +1011,14 @@ impl Store {
     }
 
     /// Copies every tree into a new store in `dir`, which must not hold a
-    /// store yet, and flushes it. Trees are copied in the order chats,
-    /// invitations, queue, dead letters, webhook ids, meta: a chat and its
-    /// invitations are written in one transaction, so every chat in the copy
-    /// has its invitations. Returns the number of chats copied.
+    /// store yet, and flushes it. A chat's record holds its invitations and
+    /// report facts, so every chat in the copy is whole. Returns the number
+    /// of chats copied.
     ///
     /// NOTE: the copy is taken while the service runs, tree by tree, not as
-    /// one snapshot. A chat accepted during the copy may appear only with its
-    /// invitations or queue entries, which reports ignore.
+    /// one snapshot. A queue entry may be copied without its chat when the
+    /// chat was accepted during the copy; opening the copy after a crash
+    /// removes it, and otherwise the delivery finds no invitation and stops.
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
         self.settle();
         let copy = sled::Config::new().path(dir).create_new(true).open()?;
@@ -995,10 +1028,9 @@ impl Store {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let trees = [
-            ("chats", &self.chats),
-            ("facts", &self.facts),
+            ("chat_records", &self.records),
+            ("invitation_aliases", &self.aliases),
             ("totals", &self.totals),
-            ("invitations", &self.invitations),
             ("queue", &self.queue),
             ("dead", &self.dead),
             ("webhook_ids", &self.webhook_ids),
@@ -1013,7 +1045,7 @@ impl Store {
                 let (key, value) = entry?;
                 batch.insert(key, value);
                 pending += 1;
-                if name == "chats" {
+                if name == "chat_records" {
                     chats += 1;
                 }
                 if pending == 10_000 {
@@ -1046,22 +1078,32 @@ impl Store {
     }
 }
 
-/// Reads every value of `tree`; returns their number and total size.
-fn scan_bytes(tree: &sled::Tree) -> Result<(u64, u64), StoreError> {
-    let mut count = 0;
-    let mut bytes = 0;
-    for entry in tree.iter() {
-        let (_, value) = entry?;
-        count += 1;
-        bytes += value.len() as u64;
+/// Decodes the chat record stored under `key`.
+fn decode_chat(key: &[u8], value: &[u8]) -> Result<StoredChat, StoreError> {
+    match StoredChat::decode(value) {
+        Some(Ok(stored)) => Ok(stored),
+        Some(Err(source)) => Err(StoreError::Corrupt {
+            key: crate::token::hex(key),
+            source,
+        }),
+        None => Err(StoreError::CorruptFacts {
+            key: crate::token::hex(key),
+        }),
     }
-    Ok((count, bytes))
+}
+
+/// Moves a chat's facts in the running totals from its old record value to its new one.
+fn replace_facts(live: &Mutex<LiveTotals>, previous: Option<&[u8]>, value: Option<&[u8]>) {
+    live.lock().unwrap_or_else(PoisonError::into_inner).replace(
+        previous.and_then(chat_value::value_facts),
+        value.and_then(chat_value::value_facts),
+    );
 }
 
 /// Applies the journal records an earlier run left to `trees` (in
 /// [`TreeId`] order), in order. Each record contains whole values, so records
 /// that sled already has change nothing.
-fn replay(trees: &[sled::Tree; 8], bytes: &[u8]) -> Result<(), StoreError> {
+fn replay(trees: &[sled::Tree; TREES], bytes: &[u8]) -> Result<(), StoreError> {
     let (payloads, left_over) = journal::records(bytes);
     for payload in &payloads {
         apply_payload(trees, None, payload)?;
@@ -1076,17 +1118,19 @@ fn replay(trees: &[sled::Tree; 8], bytes: &[u8]) -> Result<(), StoreError> {
 
 /// Writes the operations of one journal payload into sled, and into the
 /// running totals when given.
-fn apply_payload(trees: &[sled::Tree; 8], live: Option<&Mutex<LiveTotals>>, payload: &[u8]) -> Result<(), StoreError> {
+fn apply_payload(
+    trees: &[sled::Tree; TREES],
+    live: Option<&Mutex<LiveTotals>>,
+    payload: &[u8],
+) -> Result<(), StoreError> {
     let ops = journal::parse_ops(payload).ok_or_else(|| StoreError::Journal(std::io::Error::other("bad payload")))?;
     for op in ops {
         let (tree, previous, value) = match op {
             Op::Insert { tree, key, value } => (tree, trees[tree as usize].insert(key, value)?, Some(value)),
             Op::Remove { tree, key } => (tree, trees[tree as usize].remove(key)?, None),
         };
-        if let (TreeId::Facts, Some(live)) = (tree, live) {
-            live.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .replace(previous.as_deref(), value);
+        if let (TreeId::Records, Some(live)) = (tree, live) {
+            replace_facts(live, previous.as_deref(), value);
         }
     }
     Ok(())

@@ -1,0 +1,193 @@
+//! One sled record per chat: the chat, its invitations and its report facts
+//! in one value, under a short key.
+//!
+//! sled 0.34 keeps a few hundred bytes in memory for every leaf page, and a
+//! leaf holds at most 16 keys, so the memory of an open store follows the
+//! number of keys. A chat used to take five (chat, facts, two invitations
+//! and its webhook id); it now takes one, and the webhook id only for the
+//! days that platforms retry.
+//!
+//! The key is the first 16 bytes of SHA-256 over a random salt of the store
+//! and the chat pseudonym. An invitation id carries the first 12 bytes of it
+//! (`inv_` + 8 random hex digits + 24 hex digits of the key), so a
+//! questionnaire request finds its chat without an index. The salt keeps the invitation id from
+//! being computed from a chat pseudonym in an export.
+//!
+//! Value: a format byte, the length of the facts (u32, little-endian), the
+//! facts ([`super::facts`]) and the JSON of [`StoredChat`]. Reading the facts
+//! needs no JSON decoding.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::facts;
+use super::records::{ChatRecord, InvitationRecord};
+use crate::questionnaire::Role;
+use crate::token::InvitationId;
+
+const FORMAT: u8 = 1;
+const HEAD: usize = 5;
+
+/// Bytes of the record key.
+pub(super) const KEY_BYTES: usize = 16;
+/// Bytes of the record key that an invitation id carries.
+pub(super) const ID_PREFIX_BYTES: usize = 12;
+/// Hex digits of the random part of an invitation id, before the record key.
+const ID_RANDOM_HEX: usize = 8;
+
+/// The salt of a store: random, kept in its `meta` tree.
+pub(super) type Salt = [u8; 16];
+
+/// Returns the sled key of the chat with pseudonym `chat_key`.
+pub(super) fn record_key(salt: &Salt, chat_key: &str) -> [u8; KEY_BYTES] {
+    let digest = Sha256::new()
+        .chain_update(salt)
+        .chain_update(chat_key.as_bytes())
+        .finalize();
+    let mut key = [0; KEY_BYTES];
+    key.copy_from_slice(&digest[..KEY_BYTES]);
+    key
+}
+
+/// Returns the record-key prefix an invitation id carries, if it has the shape of one.
+pub(super) fn id_prefix(id: &InvitationId) -> Option<[u8; ID_PREFIX_BYTES]> {
+    let hex = id
+        .as_str()
+        .strip_prefix("inv_")?
+        .get(ID_RANDOM_HEX..ID_RANDOM_HEX + 2 * ID_PREFIX_BYTES)?;
+    let mut prefix = [0; ID_PREFIX_BYTES];
+    for (slot, pair) in prefix.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        *slot = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(prefix)
+}
+
+/// What the JSON part of a value holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct StoredChat {
+    /// The chat pseudonym.
+    pub key: String,
+    pub chat: ChatRecord,
+    /// None for an ineligible chat, otherwise both roles.
+    pub invitations: Vec<InvitationRecord>,
+}
+
+impl StoredChat {
+    pub fn invitation(&self, role: Role) -> Option<&InvitationRecord> {
+        self.invitations.iter().find(|invitation| invitation.role == role)
+    }
+
+    /// Encodes the value, with facts computed from the chat and its invitations.
+    pub fn encode(&self) -> Vec<u8> {
+        let chat_facts = facts::encode(
+            &self.chat,
+            [self.invitation(Role::Parent), self.invitation(Role::Professional)],
+        );
+        let json = serde_json::to_vec(self).expect("records serialise");
+        let mut out = Vec::with_capacity(HEAD + chat_facts.len() + json.len());
+        out.push(FORMAT);
+        out.extend_from_slice(&(chat_facts.len() as u32).to_le_bytes());
+        out.extend_from_slice(&chat_facts);
+        out.extend_from_slice(&json);
+        out
+    }
+
+    /// Decodes a value; `None` when it is damaged.
+    pub fn decode(value: &[u8]) -> Option<Result<Self, serde_json::Error>> {
+        let (_, json) = split(value)?;
+        Some(serde_json::from_slice(json))
+    }
+}
+
+/// Returns the encoded facts of a value without decoding the rest.
+pub(super) fn value_facts(value: &[u8]) -> Option<&[u8]> {
+    split(value).map(|(chat_facts, _)| chat_facts)
+}
+
+fn split(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    if value.first() != Some(&FORMAT) {
+        return None;
+    }
+    let length = u32::from_le_bytes(value.get(1..HEAD)?.try_into().ok()?) as usize;
+    let end = HEAD.checked_add(length)?;
+    Some((value.get(HEAD..end)?, value.get(end..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::{DeliveryStatus, Response};
+
+    fn stored() -> StoredChat {
+        let salt = [3; 16];
+        let key = record_key(&salt, "chat-pseudonym");
+        let id = |_: Role| InvitationId::with_locator(key[..ID_PREFIX_BYTES].try_into().unwrap());
+        let (parent, professional) = (id(Role::Parent), id(Role::Professional));
+        let invitation = |id: &InvitationId, role| InvitationRecord {
+            id: id.clone(),
+            chat: "chat-pseudonym".into(),
+            role,
+            locale: "nl".into(),
+            created_at: 1,
+            expires_at: 2,
+            delivery: DeliveryStatus::Pending,
+            delivered_at: None,
+            response: Response::default(),
+        };
+        StoredChat {
+            key: "chat-pseudonym".into(),
+            chat: ChatRecord {
+                received_at: 1,
+                ended_at: "2022-07-01T10:14:31Z".into(),
+                organization: Some("GGD".into()),
+                topic: None,
+                child_age_group: None,
+                locale: "nl".into(),
+                eligible: true,
+                parent_invitation: parent.clone(),
+                professional_invitation: professional.clone(),
+                professional_participant: None,
+                professional_unassigned: false,
+            },
+            invitations: vec![
+                invitation(&parent, Role::Parent),
+                invitation(&professional, Role::Professional),
+            ],
+        }
+    }
+
+    #[test]
+    fn value_round_trip_keeps_facts_readable_without_json() {
+        let chat = stored();
+        let value = chat.encode();
+        let expected = facts::encode(
+            &chat.chat,
+            [chat.invitation(Role::Parent), chat.invitation(Role::Professional)],
+        );
+        assert_eq!(value_facts(&value), Some(expected.as_slice()));
+        assert_eq!(StoredChat::decode(&value).unwrap().unwrap(), chat);
+    }
+
+    #[test]
+    fn damaged_values_are_rejected() {
+        let value = stored().encode();
+        assert!(value_facts(&value[..3]).is_none());
+        let mut wrong_format = value.clone();
+        wrong_format[0] = 9;
+        assert!(StoredChat::decode(&wrong_format).is_none());
+        let mut too_long = value;
+        too_long[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(value_facts(&too_long).is_none());
+    }
+
+    #[test]
+    fn invitation_ids_carry_the_record_key() {
+        let salt = [9; 16];
+        let key = record_key(&salt, "abc");
+        let id = InvitationId::with_locator(key[..ID_PREFIX_BYTES].try_into().unwrap());
+        assert_eq!(id_prefix(&id).unwrap(), key[..ID_PREFIX_BYTES]);
+        assert_ne!(record_key(&[8; 16], "abc"), key, "the salt changes the key");
+        let other = InvitationId::with_locator(key[..ID_PREFIX_BYTES].try_into().unwrap());
+        assert_ne!(id, other, "the random tail keeps ids of one chat apart");
+    }
+}

@@ -1,0 +1,115 @@
+//! Moving a store of the earlier format (a chat, its report facts and each
+//! invitation under keys of their own) into one record per chat.
+
+use std::time::Instant;
+
+use super::chat_value::{self, Salt, StoredChat};
+use super::journal::TreeId;
+use super::records::{ChatRecord, InvitationRecord};
+use super::{StoreError, TREE_NAMES, TREES, decode};
+
+/// Present in `meta` once every chat is in `chat_records`.
+const DONE_KEY: &[u8] = b"chat_records_version";
+const SALT_KEY: &[u8] = b"record_salt";
+/// Chats written into sled at a time.
+const BATCH: usize = 10_000;
+/// Chats between two progress lines in the log.
+const PROGRESS_EVERY: u64 = 100_000;
+
+/// Returns the salt of the record keys, making one for a new store. Open
+/// flushes sled before it returns, so the salt is on disk before any record
+/// keyed with it.
+pub(super) fn salt(meta: &sled::Tree) -> Result<Salt, StoreError> {
+    if let Some(bytes) = meta.get(SALT_KEY)? {
+        return Salt::try_from(bytes.as_ref()).map_err(|_| StoreError::CorruptMeta("record_salt"));
+    }
+    let salt: Salt = rand::random();
+    meta.insert(SALT_KEY, &salt)?;
+    Ok(salt)
+}
+
+/// Moves every chat of the earlier format into `chat_records`, with an
+/// alias for each of its invitations (their ids do not carry the record
+/// key), and then drops the old trees. A move that stopped half-way starts
+/// again from the old trees, which stay until the move is complete.
+/// Returns whether old trees were dropped, so the caller opens them again.
+pub(super) fn to_chat_records(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result<bool, StoreError> {
+    let tree = |id: TreeId| &trees[id as usize];
+    let (chats, invitations) = (tree(TreeId::Chats), tree(TreeId::Invitations));
+    let meta = tree(TreeId::Meta);
+    if meta.get(DONE_KEY)?.is_none() {
+        if chats.first()?.is_some() || invitations.first()?.is_some() {
+            move_chats(db, trees, salt)?;
+        }
+        meta.insert(DONE_KEY, &[1])?;
+        db.flush()?;
+    }
+    let mut dropped = false;
+    for id in [TreeId::Chats, TreeId::Invitations, TreeId::Facts] {
+        if tree(id).first()?.is_some() {
+            dropped |= db.drop_tree(TREE_NAMES[id as usize])?;
+        }
+    }
+    if dropped {
+        db.flush()?;
+    }
+    Ok(dropped)
+}
+
+fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result<(), StoreError> {
+    let tree = |id: TreeId| &trees[id as usize];
+    let (records, aliases) = (tree(TreeId::Records), tree(TreeId::Aliases));
+    let started = Instant::now();
+    records.clear()?;
+    aliases.clear()?;
+    tracing::info!(
+        "moving each chat of this store into one record; this runs once and takes about a minute per 100 000 chats"
+    );
+    let mut batch = sled::Batch::default();
+    let mut alias_batch = sled::Batch::default();
+    let mut pending = 0;
+    let mut moved = 0u64;
+    for entry in tree(TreeId::Chats).iter() {
+        let (key, value) = entry?;
+        let chat: ChatRecord = decode(&key, &value)?;
+        let mut stored = StoredChat {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            invitations: Vec::with_capacity(2),
+            chat,
+        };
+        for id in [&stored.chat.parent_invitation, &stored.chat.professional_invitation] {
+            if let Some(bytes) = tree(TreeId::Invitations).get(id.as_str())? {
+                let invitation: InvitationRecord = decode(id.as_str().as_bytes(), &bytes)?;
+                stored.invitations.push(invitation);
+            }
+        }
+        let record_key = chat_value::record_key(salt, &stored.key);
+        for invitation in &stored.invitations {
+            alias_batch.insert(invitation.id.as_str().as_bytes(), &record_key[..]);
+        }
+        batch.insert(&record_key[..], stored.encode());
+        pending += 1;
+        moved += 1;
+        if pending == BATCH {
+            records.apply_batch(std::mem::take(&mut batch))?;
+            aliases.apply_batch(std::mem::take(&mut alias_batch))?;
+            pending = 0;
+        }
+        if moved % PROGRESS_EVERY == 0 {
+            tracing::info!(
+                chats = moved,
+                seconds = started.elapsed().as_secs(),
+                "moving chats into one record each"
+            );
+        }
+    }
+    records.apply_batch(batch)?;
+    aliases.apply_batch(alias_batch)?;
+    db.flush()?;
+    tracing::info!(
+        chats = moved,
+        seconds = started.elapsed().as_secs(),
+        "moved every chat into one record"
+    );
+    Ok(())
+}
