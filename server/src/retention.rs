@@ -95,14 +95,7 @@ pub fn purge(
         cutoff: crate::routes::questionnaire::time_text(cutoff),
         ..PurgeSummary::default()
     };
-    let mut old = Vec::new();
-    for entry in store.chat_receive_times() {
-        let (key, received_at) = entry?;
-        if received_at < cutoff {
-            old.push(key);
-        }
-    }
-    for key in old {
+    for key in store.chats_received_before(cutoff)? {
         let purged = if dry_run {
             dry_run_counts(store, &key)?
         } else {

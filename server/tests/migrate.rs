@@ -193,6 +193,7 @@ fn old_store_moves_into_one_record_per_chat() {
         assert!(db.open_tree(name).unwrap().is_empty(), "{name} was emptied");
     }
     assert_eq!(db.open_tree("chat_records").unwrap().len(), CHATS - 1);
+    assert_eq!(db.open_tree("chat_facts").unwrap().len(), CHATS - 1);
 }
 
 #[test]

@@ -1,11 +1,15 @@
-//! One sled record per chat: the chat, its invitations and its report facts
-//! in one value, under a short key.
+//! One sled record per chat, holding the chat and its invitations, and
+//! beside it a small value with the chat's receive time and report facts,
+//! both under one short key.
 //!
 //! sled 0.34 keeps a few hundred bytes in memory for every leaf page, and a
 //! leaf holds at most 16 keys, so the memory of an open store follows the
 //! number of keys. A chat used to take five (chat, facts, two invitations
-//! and its webhook id); it now takes one, and the webhook id only for the
-//! days that platforms retry.
+//! and its webhook id); it now takes two, and the webhook id only for the
+//! days that platforms retry. The facts stay apart from the record because
+//! every page a scan reads stays in memory for a while (sled accounts for
+//! pages in batches): the scans at open and for the retention purge read
+//! 90-byte facts, not the records of about 1.3 KB.
 //!
 //! The key is the first 16 bytes of SHA-256 over a random salt of the store
 //! and the chat pseudonym. An invitation id carries the first 12 bytes of it
@@ -13,20 +17,19 @@
 //! questionnaire request finds its chat without an index. The salt keeps the invitation id from
 //! being computed from a chat pseudonym in an export.
 //!
-//! Value: a format byte, the length of the facts (u32, little-endian), the
-//! facts ([`super::facts`]) and the JSON of [`StoredChat`]. Reading the facts
-//! needs no JSON decoding.
+//! Record value: a format byte and the JSON of [`StoredChat`]. Facts value:
+//! the receive time (i64, big-endian) and the facts ([`super::facts`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::facts;
-use super::records::{ChatRecord, InvitationRecord};
+use super::records::{ChatRecord, InvitationRecord, Millis};
 use crate::questionnaire::Role;
 use crate::token::InvitationId;
 
-const FORMAT: u8 = 1;
-const HEAD: usize = 5;
+const FORMAT: u8 = 2;
+const RECEIVED_BYTES: usize = 8;
 
 /// Bytes of the record key.
 pub(super) const KEY_BYTES: usize = 16;
@@ -77,40 +80,43 @@ impl StoredChat {
         self.invitations.iter().find(|invitation| invitation.role == role)
     }
 
-    /// Encodes the value, with facts computed from the chat and its invitations.
+    /// Encodes the record value.
     pub fn encode(&self) -> Vec<u8> {
-        let chat_facts = facts::encode(
-            &self.chat,
-            [self.invitation(Role::Parent), self.invitation(Role::Professional)],
-        );
-        let json = serde_json::to_vec(self).expect("records serialise");
-        let mut out = Vec::with_capacity(HEAD + chat_facts.len() + json.len());
+        let mut out = Vec::with_capacity(1536);
         out.push(FORMAT);
-        out.extend_from_slice(&(chat_facts.len() as u32).to_le_bytes());
-        out.extend_from_slice(&chat_facts);
-        out.extend_from_slice(&json);
+        serde_json::to_writer(&mut out, self).expect("records serialise");
         out
     }
 
-    /// Decodes a value; `None` when it is damaged.
+    /// Decodes a record value; `None` when its format is unknown.
     pub fn decode(value: &[u8]) -> Option<Result<Self, serde_json::Error>> {
-        let (_, json) = split(value)?;
-        Some(serde_json::from_slice(json))
+        match value.split_first() {
+            Some((&FORMAT, json)) => Some(serde_json::from_slice(json)),
+            _ => None,
+        }
     }
 }
 
-/// Returns the encoded facts of a value without decoding the rest.
-pub(super) fn value_facts(value: &[u8]) -> Option<&[u8]> {
-    split(value).map(|(chat_facts, _)| chat_facts)
+/// Encodes the facts value of a chat: its receive time and report facts.
+pub(super) fn facts_value(stored: &StoredChat) -> Vec<u8> {
+    let chat_facts = facts::encode(
+        &stored.chat,
+        [stored.invitation(Role::Parent), stored.invitation(Role::Professional)],
+    );
+    let mut out = Vec::with_capacity(RECEIVED_BYTES + chat_facts.len());
+    out.extend_from_slice(&stored.chat.received_at.to_be_bytes());
+    out.extend_from_slice(&chat_facts);
+    out
 }
 
-fn split(value: &[u8]) -> Option<(&[u8], &[u8])> {
-    if value.first() != Some(&FORMAT) {
-        return None;
-    }
-    let length = u32::from_le_bytes(value.get(1..HEAD)?.try_into().ok()?) as usize;
-    let end = HEAD.checked_add(length)?;
-    Some((value.get(HEAD..end)?, value.get(end..)?))
+/// Returns the report facts of a facts value.
+pub(super) fn facts_of(value: &[u8]) -> Option<&[u8]> {
+    value.get(RECEIVED_BYTES..)
+}
+
+/// Returns the receive time of a facts value.
+pub(super) fn received_at(value: &[u8]) -> Option<Millis> {
+    Some(Millis::from_be_bytes(value.get(..RECEIVED_BYTES)?.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -157,27 +163,26 @@ mod tests {
     }
 
     #[test]
-    fn value_round_trip_keeps_facts_readable_without_json() {
+    fn values_round_trip() {
         let chat = stored();
-        let value = chat.encode();
+        assert_eq!(StoredChat::decode(&chat.encode()).unwrap().unwrap(), chat);
+        let value = facts_value(&chat);
         let expected = facts::encode(
             &chat.chat,
             [chat.invitation(Role::Parent), chat.invitation(Role::Professional)],
         );
-        assert_eq!(value_facts(&value), Some(expected.as_slice()));
-        assert_eq!(StoredChat::decode(&value).unwrap().unwrap(), chat);
+        assert_eq!(facts_of(&value), Some(expected.as_slice()));
+        assert_eq!(received_at(&value), Some(chat.chat.received_at));
     }
 
     #[test]
     fn damaged_values_are_rejected() {
-        let value = stored().encode();
-        assert!(value_facts(&value[..3]).is_none());
-        let mut wrong_format = value.clone();
+        let mut wrong_format = stored().encode();
         wrong_format[0] = 9;
         assert!(StoredChat::decode(&wrong_format).is_none());
-        let mut too_long = value;
-        too_long[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(value_facts(&too_long).is_none());
+        assert!(StoredChat::decode(&[]).is_none());
+        assert!(StoredChat::decode(&[FORMAT, b'{']).unwrap().is_err());
+        assert_eq!(received_at(&[1, 2, 3]), None);
     }
 
     #[test]

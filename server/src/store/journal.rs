@@ -37,6 +37,7 @@ pub(super) enum TreeId {
     Facts = 7,
     Records = 8,
     Aliases = 9,
+    ChatFacts = 10,
 }
 
 impl TreeId {
@@ -52,6 +53,7 @@ impl TreeId {
             7 => Self::Facts,
             8 => Self::Records,
             9 => Self::Aliases,
+            10 => Self::ChatFacts,
             _ => return None,
         })
     }
@@ -386,7 +388,7 @@ mod tests {
 
     #[test]
     fn unknown_tree_or_kind_is_damage() {
-        assert!(parse_ops(&[10, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(parse_ops(&[11, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         assert!(parse_ops(&[0, 7, 0, 0, 0, 0]).is_none());
         assert!(parse_ops(&[0, REMOVE, 5, 0, 0, 0, b'x']).is_none());
     }

@@ -12,7 +12,7 @@ use super::{StoreError, TREE_NAMES, TREES, decode};
 const DONE_KEY: &[u8] = b"chat_records_version";
 const SALT_KEY: &[u8] = b"record_salt";
 /// Chats written into sled at a time.
-const BATCH: usize = 10_000;
+const BATCH: usize = 1_000;
 /// Chats between two progress lines in the log.
 const PROGRESS_EVERY: u64 = 100_000;
 
@@ -28,8 +28,8 @@ pub(super) fn salt(meta: &sled::Tree) -> Result<Salt, StoreError> {
     Ok(salt)
 }
 
-/// Moves every chat of the earlier format into `chat_records`, with an
-/// alias for each of its invitations (their ids do not carry the record
+/// Moves every chat of the earlier format into `chat_records` and
+/// `chat_facts`, with an alias for each of its invitations (their ids do not carry the record
 /// key), and then drops the old trees. A move that stopped half-way starts
 /// again from the old trees, which stay until the move is complete.
 /// Returns whether old trees were dropped, so the caller opens them again.
@@ -59,18 +59,31 @@ pub(super) fn to_chat_records(db: &sled::Db, trees: &[sled::Tree; TREES], salt: 
 fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result<(), StoreError> {
     let tree = |id: TreeId| &trees[id as usize];
     let (records, aliases) = (tree(TreeId::Records), tree(TreeId::Aliases));
+    let chat_facts = tree(TreeId::ChatFacts);
+    let (chats, invitations) = (tree(TreeId::Chats), tree(TreeId::Invitations));
     let started = Instant::now();
     records.clear()?;
     aliases.clear()?;
-    tracing::info!(
-        "moving each chat of this store into one record; this runs once and takes about a minute per 100 000 chats"
-    );
+    chat_facts.clear()?;
+    tracing::info!("moving each chat of this store into one record; this runs once");
+    // Written in key order, each page of the new tree is filled once and
+    // then left alone, which keeps sled's memory during the move low.
+    let mut order = Vec::new();
+    for key in chats.iter().keys() {
+        let key = key?;
+        let record_key = chat_value::record_key(salt, &String::from_utf8_lossy(&key));
+        order.push((record_key, key));
+    }
+    order.sort_unstable_by_key(|(record_key, _)| *record_key);
+    let total = order.len();
     let mut batch = sled::Batch::default();
-    let mut alias_batch = sled::Batch::default();
+    let mut facts_batch = sled::Batch::default();
     let mut pending = 0;
     let mut moved = 0u64;
-    for entry in tree(TreeId::Chats).iter() {
-        let (key, value) = entry?;
+    for (record_key, key) in order {
+        let Some(value) = chats.get(&key)? else {
+            continue;
+        };
         let chat: ChatRecord = decode(&key, &value)?;
         let mut stored = StoredChat {
             key: String::from_utf8_lossy(&key).into_owned(),
@@ -78,33 +91,32 @@ fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result
             chat,
         };
         for id in [&stored.chat.parent_invitation, &stored.chat.professional_invitation] {
-            if let Some(bytes) = tree(TreeId::Invitations).get(id.as_str())? {
+            if let Some(bytes) = invitations.get(id.as_str())? {
                 let invitation: InvitationRecord = decode(id.as_str().as_bytes(), &bytes)?;
+                aliases.insert(invitation.id.as_str().as_bytes(), &record_key[..])?;
                 stored.invitations.push(invitation);
             }
         }
-        let record_key = chat_value::record_key(salt, &stored.key);
-        for invitation in &stored.invitations {
-            alias_batch.insert(invitation.id.as_str().as_bytes(), &record_key[..]);
-        }
+        facts_batch.insert(&record_key[..], chat_value::facts_value(&stored));
         batch.insert(&record_key[..], stored.encode());
         pending += 1;
         moved += 1;
         if pending == BATCH {
+            chat_facts.apply_batch(std::mem::take(&mut facts_batch))?;
             records.apply_batch(std::mem::take(&mut batch))?;
-            aliases.apply_batch(std::mem::take(&mut alias_batch))?;
             pending = 0;
         }
         if moved % PROGRESS_EVERY == 0 {
             tracing::info!(
                 chats = moved,
+                of = total,
                 seconds = started.elapsed().as_secs(),
                 "moving chats into one record each"
             );
         }
     }
+    chat_facts.apply_batch(facts_batch)?;
     records.apply_batch(batch)?;
-    aliases.apply_batch(alias_batch)?;
     db.flush()?;
     tracing::info!(
         chats = moved,

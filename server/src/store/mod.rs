@@ -5,6 +5,9 @@
 //!   facts in one value (see [`chat_value`])
 //! - `invitation_aliases`: invitation id → record key, for ids that do not
 //!   carry their record key (those made before one record per chat)
+//! - `chat_facts`: record key → receive time and report facts (see
+//!   [`chat_value::facts_value`]); small, so the scans at open, for the
+//!   running totals, and for the retention purge read little
 //! - `webhook_ids`: accepted `webhook-id` → receive time (big-endian millis)
 //! - `queue`: due time (big-endian millis) ++ invitation id → [`QueuedDelivery`]
 //! - `dead`: invitation id → [`QueuedDelivery`] that will not be retried by itself
@@ -78,7 +81,7 @@ struct Shared {
 }
 
 /// Number of sled trees, in [`TreeId`] order.
-const TREES: usize = 10;
+const TREES: usize = 11;
 const TREE_NAMES: [&str; TREES] = [
     "chats",
     "invitations",
@@ -90,6 +93,7 @@ const TREE_NAMES: [&str; TREES] = [
     "facts",
     "chat_records",
     "invitation_aliases",
+    "chat_facts",
 ];
 
 /// The writer of inbox entries into sled, shared by the applier thread and checkpoints.
@@ -108,6 +112,7 @@ pub struct Store {
     db: sled::Db,
     records: sled::Tree,
     aliases: sled::Tree,
+    chat_facts: sled::Tree,
     webhook_ids: sled::Tree,
     queue: sled::Tree,
     dead: sled::Tree,
@@ -245,7 +250,7 @@ impl Writes<'_> {
     fn insert(&mut self, tree: TreeId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let previous = self.store.tree(tree).insert(key, value)?;
         journal::push_op(&mut self.payload, tree, key, Some(value));
-        if tree == TreeId::Records {
+        if tree == TreeId::ChatFacts {
             replace_facts(&self.store.live, previous.as_deref(), Some(value));
         }
         Ok(())
@@ -257,7 +262,7 @@ impl Writes<'_> {
         if previous.is_some() {
             journal::push_op(&mut self.payload, tree, key, None);
         }
-        if tree == TreeId::Records {
+        if tree == TreeId::ChatFacts {
             replace_facts(&self.store.live, previous.as_deref(), None);
         }
         Ok(previous)
@@ -326,6 +331,7 @@ impl Store {
         let store = Self {
             records: tree(TreeId::Records),
             aliases: tree(TreeId::Aliases),
+            chat_facts: tree(TreeId::ChatFacts),
             webhook_ids: tree(TreeId::WebhookIds),
             queue: tree(TreeId::Queue),
             dead: tree(TreeId::Dead),
@@ -400,8 +406,8 @@ impl Store {
     }
 
     /// Deletes what a write that was never acknowledged may have left after
-    /// a crash: sled can keep a prefix of such a write (queue entries
-    /// without their chat) that the journal does not hold. Without this, a
+    /// a crash: sled can keep a prefix of such a write (queue entries or
+    /// facts without their chat) that the journal does not hold. Without this, a
     /// queued invitation of a lost chat would reach the platform, and the
     /// platform's retry would then create the chat again under new ids.
     fn remove_unacknowledged_orphans(&self) -> Result<(), StoreError> {
@@ -412,6 +418,13 @@ impl Store {
             if self.locate(&delivery.invitation_id)?.is_none() {
                 self.queue.remove(&key)?;
                 self.aliases.remove(delivery.invitation_id.as_str())?;
+                removed += 1;
+            }
+        }
+        for entry in self.chat_facts.iter() {
+            let (key, _) = entry?;
+            if !self.records.contains_key(&key)? {
+                self.chat_facts.remove(&key)?;
                 removed += 1;
             }
         }
@@ -427,9 +440,9 @@ impl Store {
     /// Counts every chat's facts into the running totals, once at open.
     fn build_live_totals(&self) -> Result<(), StoreError> {
         let mut live = self.live_totals();
-        for entry in self.records.iter() {
+        for entry in self.chat_facts.iter() {
             let (_, value) = entry?;
-            live.replace(None, chat_value::value_facts(&value));
+            live.replace(None, chat_value::facts_of(&value));
         }
         live.shrink_to_fit();
         Ok(())
@@ -442,7 +455,7 @@ impl Store {
         for key in self.webhook_ids.iter().keys() {
             queue.seen_webhooks.insert(&key?);
         }
-        for key in self.records.iter().keys() {
+        for key in self.chat_facts.iter().keys() {
             queue.seen_chats.insert(&key?);
         }
         Ok(())
@@ -560,6 +573,12 @@ impl Store {
                 );
             }
         }
+        journal::push_op(
+            &mut payload,
+            TreeId::ChatFacts,
+            &record_key,
+            Some(&chat_value::facts_value(&stored)),
+        );
         journal::push_op(&mut payload, TreeId::Records, &record_key, Some(&stored.encode()));
         if let Some(webhook_id) = new.webhook_id {
             journal::push_op(&mut payload, TreeId::WebhookIds, webhook_id.as_bytes(), Some(&received));
@@ -669,10 +688,10 @@ impl Store {
     pub fn for_each_facts(&self, mut visit: impl FnMut(&facts::ChatFacts<'_>)) -> Result<u64, StoreError> {
         self.settle();
         let mut count = 0;
-        for entry in self.records.iter() {
+        for entry in self.chat_facts.iter() {
             let (key, value) = entry?;
             let chat_facts =
-                chat_value::value_facts(&value)
+                chat_value::facts_of(&value)
                     .and_then(facts::decode)
                     .ok_or_else(|| StoreError::CorruptFacts {
                         key: crate::token::hex(&key),
@@ -696,24 +715,33 @@ impl Store {
         Ok((count, bytes))
     }
 
-    /// Reads every chat record and finds its report facts without decoding
-    /// them, for measuring the cost of a scan. Returns the number of records
-    /// and the total size of their facts.
+    /// Reads every stored fact value without decoding it, for measuring the
+    /// cost of a scan. Returns the number of values and their total size.
     pub fn scan_facts_bytes(&self) -> Result<(u64, u64), StoreError> {
         let mut count = 0;
         let mut bytes = 0;
-        for entry in self.records.iter() {
+        for entry in self.chat_facts.iter() {
             let (_, value) = entry?;
             count += 1;
-            bytes += chat_value::value_facts(&value).map_or(0, <[u8]>::len) as u64;
+            bytes += value.len() as u64;
         }
         Ok((count, bytes))
     }
 
-    /// Keys and receive times of every chat, in key order.
-    pub fn chat_receive_times(&self) -> impl Iterator<Item = Result<(String, Millis), StoreError>> + '_ {
-        self.chats()
-            .map(|entry| entry.map(|(key, chat)| (key, chat.received_at)))
+    /// Pseudonyms of the chats received before `cutoff`. Reads the small
+    /// facts of every chat, and the record only of each chat it returns.
+    pub fn chats_received_before(&self, cutoff: Millis) -> Result<Vec<String>, StoreError> {
+        self.settle();
+        let mut old = Vec::new();
+        for entry in self.chat_facts.iter() {
+            let (key, value) = entry?;
+            if chat_value::received_at(&value).is_some_and(|received| received < cutoff)
+                && let Some(record) = self.records.get(&key)?
+            {
+                old.push(decode_chat(&key, &record)?.key);
+            }
+        }
+        Ok(old)
     }
 
     /// Returns the purged totals stored under `key`.
@@ -747,12 +775,14 @@ impl Store {
                 return Ok(None);
             };
             let stored = decode_chat(&record_key, &value)?;
-            let chat_facts =
-                chat_value::value_facts(&value)
-                    .and_then(facts::decode)
-                    .ok_or_else(|| StoreError::CorruptFacts {
-                        key: chat_key.to_owned(),
-                    })?;
+            let facts_value = self.chat_facts.get(record_key)?;
+            let chat_facts = facts_value
+                .as_deref()
+                .and_then(chat_value::facts_of)
+                .and_then(facts::decode)
+                .ok_or_else(|| StoreError::CorruptFacts {
+                    key: chat_key.to_owned(),
+                })?;
             let (totals_key, totals) = fold(&chat_facts)?;
             writes.insert(TreeId::Totals, &totals_key, &totals)?;
 
@@ -765,6 +795,7 @@ impl Store {
                 }
                 writes.remove(TreeId::Aliases, id)?;
             }
+            writes.remove(TreeId::ChatFacts, &record_key)?;
             writes.remove(TreeId::Records, &record_key)?;
             Ok(Some(purged))
         })
@@ -805,6 +836,13 @@ impl Store {
             let outcome = change(record).map_err(UpdateError::Rejected)?;
             let record = record.clone();
             if record != before {
+                // Facts first: after a crash sled may keep a prefix of this
+                // write, and a retried change rewrites the facts only while
+                // the invitation differs.
+                let facts_value = chat_value::facts_value(&stored);
+                if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
+                    writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
+                }
                 writes.insert(TreeId::Records, &key, &stored.encode())?;
             }
             Ok((outcome, record))
@@ -1030,6 +1068,7 @@ impl Store {
         let trees = [
             ("chat_records", &self.records),
             ("invitation_aliases", &self.aliases),
+            ("chat_facts", &self.chat_facts),
             ("totals", &self.totals),
             ("queue", &self.queue),
             ("dead", &self.dead),
@@ -1092,11 +1131,12 @@ fn decode_chat(key: &[u8], value: &[u8]) -> Result<StoredChat, StoreError> {
     }
 }
 
-/// Moves a chat's facts in the running totals from its old record value to its new one.
+/// Moves a chat's facts in the running totals from its old `chat_facts`
+/// value to its new one.
 fn replace_facts(live: &Mutex<LiveTotals>, previous: Option<&[u8]>, value: Option<&[u8]>) {
     live.lock().unwrap_or_else(PoisonError::into_inner).replace(
-        previous.and_then(chat_value::value_facts),
-        value.and_then(chat_value::value_facts),
+        previous.and_then(chat_value::facts_of),
+        value.and_then(chat_value::facts_of),
     );
 }
 
@@ -1129,7 +1169,7 @@ fn apply_payload(
             Op::Insert { tree, key, value } => (tree, trees[tree as usize].insert(key, value)?, Some(value)),
             Op::Remove { tree, key } => (tree, trees[tree as usize].remove(key)?, None),
         };
-        if let (TreeId::Records, Some(live)) = (tree, live) {
+        if let (TreeId::ChatFacts, Some(live)) = (tree, live) {
             replace_facts(live, previous.as_deref(), value);
         }
     }
