@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, ConfigError, RawSettings, Settings};
 use crate::report::{self, ReportFilter};
+use crate::shutdown::StopSignal;
 use crate::signature::WebhookSecret;
 use crate::startup;
 use crate::store::Store;
@@ -103,6 +104,10 @@ pub enum CliError {
     /// Arguments that do not fit together; exits like a command-line syntax error.
     #[error("{0}")]
     Usage(String),
+    /// A stop signal ended the command before its work was done. The
+    /// message states what was cleaned up.
+    #[error("{message}")]
+    Stopped { signal: StopSignal, message: String },
 }
 
 impl CliError {
@@ -110,6 +115,7 @@ impl CliError {
         match self {
             CliError::Config(_) | CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Stopped { signal, .. } => signal.exit_code(),
         }
     }
 }

@@ -15,7 +15,12 @@ async fn main() -> ExitCode {
     match cli::run(arguments).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            if matches!(error, cli::CliError::Stopped { .. }) {
+                // The user or a service manager requested the stop, so it is not an error.
+                eprintln!("{error}");
+            } else {
+                eprintln!("error: {error}");
+            }
             ExitCode::from(error.exit_code())
         }
     }

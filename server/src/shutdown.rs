@@ -125,8 +125,31 @@ impl MessageBody for InFlightBody {
 pub enum StopSignal {
     /// SIGTERM, as service managers send: finish the requests being handled first.
     Terminate,
-    /// SIGINT (Ctrl-C) or SIGQUIT: stop at once.
+    /// SIGINT (Ctrl-C): stop at once.
     Interrupt,
+    /// SIGQUIT: stop at once, as on SIGINT.
+    Quit,
+}
+
+impl StopSignal {
+    /// Returns the signal's name, such as `SIGINT`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Quit => "SIGQUIT",
+        }
+    }
+
+    /// Returns the exit code of a command that this signal stopped: 128 plus
+    /// the signal's number on Linux and macOS, as shells report it.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Terminate => 128 + 15,
+            StopSignal::Interrupt => 128 + 2,
+            StopSignal::Quit => 128 + 3,
+        }
+    }
 }
 
 /// Listeners for the stop signals. While they exist, the signals no longer
@@ -181,7 +204,7 @@ impl StopSignals {
             tokio::select! {
                 _ = receive(terminate) => StopSignal::Terminate,
                 _ = receive(interrupt) => StopSignal::Interrupt,
-                _ = receive(quit) => StopSignal::Interrupt,
+                _ = receive(quit) => StopSignal::Quit,
             }
         }
         #[cfg(not(unix))]
@@ -198,7 +221,7 @@ impl StopSignals {
 /// Stops the HTTP server for `signal`. On [`StopSignal::Terminate`] it stops
 /// accepting connections and waits for the requests being handled, at most
 /// [`DRAIN_LIMIT`] or until a second signal. Then it closes every
-/// connection. On [`StopSignal::Interrupt`] it closes them at once.
+/// connection. On SIGINT or SIGQUIT it closes them at once.
 pub async fn stop_server(handle: &ServerHandle, in_flight: &InFlight, signals: &mut StopSignals, signal: StopSignal) {
     if signal == StopSignal::Terminate {
         tracing::info!(

@@ -780,8 +780,14 @@ fn body_cases() -> Vec<Case> {
                 chat_body_with(c, |v| drop(v["data"].as_object_mut().unwrap().remove("chat_id"))),
             )
         }),
-        case("chat_id a number", payload("data.chat_id"), |c| {
-            signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!(42)))
+        case("chat_id a negative number", payload("data.chat_id"), |c| {
+            signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!(-42)))
+        }),
+        case("chat_id a fraction", payload("data.chat_id"), |c| {
+            signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!(4.2)))
+        }),
+        case("chat_id a boolean", payload("data.chat_id"), |c| {
+            signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!(true)))
         }),
         case("chat_id empty", payload("data.chat_id"), |c| {
             signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!("")))

@@ -180,6 +180,33 @@ fn duplicate_webhook_id_gets_200_and_no_second_invitation() {
 }
 
 #[test]
+fn numeric_chat_id_is_its_decimal_string() {
+    let (_dir, platform, service) = start();
+    let secret = &service.config.webhook_secrets[0];
+    let with_chat_id = |webhook_id: &str, chat_id: serde_json::Value| {
+        let mut body: serde_json::Value = serde_json::from_slice(&SignedWebhook::chat_ended(secret, "x").body).unwrap();
+        body["data"]["chat_id"] = chat_id;
+        SignedWebhook::new(secret, webhook_id, serde_json::to_vec(&body).unwrap())
+    };
+
+    let (status, body) = with_chat_id("msg_number", serde_json::json!(123)).send(&service);
+    assert_eq!(status, 202, "a whole number is accepted: {body}");
+
+    let (status, body) = with_chat_id("msg_string", serde_json::json!("123")).send(&service);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "duplicate", "{body}");
+    assert_eq!(body["reason"], "chat already known", "{body}");
+    assert_eq!(chats_stored(&service), 1);
+
+    let requests = platform.wait_for(2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(platform.requests().len(), 2, "one invitation per role");
+    for request in &requests {
+        assert_eq!(request.path, "/chats/123/messages");
+    }
+}
+
+#[test]
 fn checks_run_in_the_documented_order() {
     let (_dir, _platform, service) = start();
     let secret = &service.config.webhook_secrets[0];

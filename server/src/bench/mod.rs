@@ -21,6 +21,7 @@ use clap::Args;
 use crate::cli::CliError;
 use crate::config::{RawSettings, Settings};
 use crate::demo::loopback::{self, LoopbackSecrets};
+use crate::shutdown::StopSignals;
 use crate::startup;
 use load::{Pace, PhaseResult, Target, Workload};
 use recorder::RecordingPlatform;
@@ -81,7 +82,7 @@ struct Setup {
     platform: RecordingPlatform,
     in_process: Option<(actix_web::dev::ServerHandle, actix_web::web::Data<startup::AppState>)>,
     /// Keeps the temporary store until the run ends.
-    _temporary_store: Option<tempfile::TempDir>,
+    temporary_store: Option<tempfile::TempDir>,
 }
 
 pub async fn run(config_file: Option<&Path>, arguments: BenchArgs) -> Result<(), CliError> {
@@ -89,8 +90,26 @@ pub async fn run(config_file: Option<&Path>, arguments: BenchArgs) -> Result<(),
         return run_fill(config_file, &arguments, count);
     }
     validate(&arguments)?;
+    // From here on a stop signal no longer ends the process at once, so the
+    // bench can stop its service and remove its temporary store first.
+    let mut signals = StopSignals::listen();
     let setup = set_up(config_file, &arguments).await?;
-    let outcome = run_rounds(&setup, &arguments).await;
+    // `Err` contains a stop signal that came before the rounds were done.
+    let finished = tokio::select! {
+        outcome = run_rounds(&setup, &arguments) => Ok(outcome),
+        signal = signals.next() => Err(signal),
+    };
+    let outcome = match finished {
+        Ok(outcome) => outcome,
+        Err(signal) => {
+            let Setup {
+                in_process,
+                temporary_store,
+                ..
+            } = setup;
+            return Err(loopback::stop_on_signal(signal, in_process, temporary_store).await);
+        }
+    };
 
     if let Some((handle, state)) = &setup.in_process {
         handle.stop(false).await;
@@ -171,7 +190,7 @@ async fn set_up(config_file: Option<&Path>, arguments: &BenchArgs) -> Result<Set
                 secrets,
                 platform,
                 in_process,
-                _temporary_store: Some(directory),
+                temporary_store: Some(directory),
             })
         }
         Some(target) => {
@@ -190,7 +209,7 @@ async fn set_up(config_file: Option<&Path>, arguments: &BenchArgs) -> Result<Set
                 secrets,
                 platform,
                 in_process: None,
-                _temporary_store: None,
+                temporary_store: None,
             })
         }
     }

@@ -5,13 +5,23 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
+use actix_web::dev::ServerHandle;
+use actix_web::web;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use tempfile::TempDir;
 
 use crate::cli::CliError;
 use crate::config::Settings;
+use crate::shutdown::StopSignal;
 use crate::signature::WebhookSecret;
+use crate::startup::AppState;
+
+/// Maximum time that a stop signal waits for the in-process service to stop
+/// before its temporary store is removed anyway.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Secrets shared by the client that signs webhooks, the platform on
 /// loopback and the service.
@@ -102,4 +112,44 @@ pub fn platform_location(settings: &Settings, platform: &str) -> Result<Platform
         address,
         path: url.path().trim_end_matches('/').to_string(),
     })
+}
+
+/// Ends `alliance demo` or `alliance bench` after a stop signal that came
+/// before its work was done. Stops the in-process `service`, if any, and
+/// removes its temporary store. Returns the error that ends the command with
+/// the signal's exit code. Its one-line message states whether the store was
+/// removed.
+pub async fn stop_on_signal(
+    signal: StopSignal,
+    service: Option<(ServerHandle, web::Data<AppState>)>,
+    temporary_store: Option<TempDir>,
+) -> CliError {
+    if let Some((handle, state)) = service {
+        let stopped = tokio::time::timeout(STOP_LIMIT, async {
+            handle.stop(false).await;
+            state.stop().await;
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(
+                limit_seconds = STOP_LIMIT.as_secs(),
+                "the in-process service did not stop in time; removing its temporary store anyway"
+            );
+        }
+    }
+    let message = match temporary_store {
+        Some(directory) => format!("Stopped by {}; {}", signal.name(), remove_temporary_store(directory)),
+        None => format!("Stopped by {}.", signal.name()),
+    };
+    CliError::Stopped { signal, message }
+}
+
+/// Removes a temporary store and returns a clause for the stop message: the
+/// store's path, or why it could not be removed.
+pub fn remove_temporary_store(directory: TempDir) -> String {
+    let path = directory.path().display().to_string();
+    match directory.close() {
+        Ok(()) => format!("removed the temporary store {path}"),
+        Err(error) => format!("could not remove the temporary store {path} ({error}); delete it by hand"),
+    }
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::cli::{CliError, Format, print_report};
 use crate::config::{RawSettings, Settings};
 use crate::report::Report;
+use crate::shutdown::StopSignals;
 use crate::startup;
 use loopback::LoopbackSecrets;
 use platform::SimulatedPlatform;
@@ -86,9 +87,11 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
         return Err(CliError::Failed("--concurrency must be at least 1".into()));
     }
     let started = Instant::now();
+    // From here on a stop signal no longer ends the process at once, so the
+    // demo can stop its service and remove its temporary store first.
+    let mut signals = StopSignals::listen();
 
-    // Keeps the temporary store alive until the demo ends.
-    let mut _temporary_store = None;
+    let mut temporary_store = None;
     let mut running_service = None;
     let (target, secrets, platform) = match &arguments.target {
         None => {
@@ -111,7 +114,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
             let state = application.state.clone();
             tokio::spawn(application.server);
             running_service = Some((handle, state));
-            _temporary_store = Some(directory);
+            temporary_store = Some(directory);
             (target, secrets, platform)
         }
         Some(target) => {
@@ -130,6 +133,49 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
     };
     let platform = Arc::new(platform);
 
+    tokio::select! {
+        replayed = replay_and_report(&arguments, &target, &secrets, &platform, started) => replayed?,
+        signal = signals.next() => {
+            return Err(loopback::stop_on_signal(signal, running_service, temporary_store).await);
+        }
+    }
+
+    if let Some((_, state)) = &running_service {
+        if !arguments.exit {
+            let link = crate::routes::dashboard::create_login_link(state);
+            eprintln!("Dashboard (one-time login link, valid for 15 minutes): {link}");
+        }
+    }
+    let mut stopped_by = None;
+    if !arguments.exit {
+        eprintln!("The service keeps running at {target}; press Ctrl-C to stop.");
+        stopped_by = Some(signals.next().await);
+    }
+    if let Some((handle, state)) = running_service {
+        // Every answer is stored and flushed by now, so nothing waits on a graceful stop.
+        handle.stop(false).await;
+        state.stop().await;
+    }
+    platform.stop().await;
+    if let (Some(signal), Some(directory)) = (stopped_by, temporary_store) {
+        eprintln!(
+            "Stopped by {}; {}",
+            signal.name(),
+            loopback::remove_temporary_store(directory)
+        );
+    }
+    Ok(())
+}
+
+/// Replays the study against `target`, prints the report and the replay's
+/// figures, and writes the summary file when one is asked for.
+async fn replay_and_report(
+    arguments: &DemoArgs,
+    target: &str,
+    secrets: &DemoSecrets,
+    platform: &Arc<SimulatedPlatform>,
+    started: Instant,
+) -> Result<(), CliError> {
     eprintln!("Replaying the 2022 GroeiGids study against {target}");
     let dataset = study::build();
     let fingerprint = study::fingerprint(&study::pair_scores());
@@ -140,7 +186,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
         .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
     let replay = Replay {
         client: client.clone(),
-        target: target.clone(),
+        target: target.to_string(),
         webhook_secret: secrets.loopback.webhook_secret.clone(),
         platform: platform.clone(),
         concurrency: arguments.concurrency,
@@ -161,7 +207,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
     replay.answer(&dataset.chats).await?;
     let replay_done = started.elapsed();
 
-    let report = fetch_report(&client, &target, &secrets.admin_token).await?;
+    let report = fetch_report(&client, target, &secrets.admin_token).await?;
     print_report(&report, arguments.format);
 
     let stats = platform.stats();
@@ -187,45 +233,7 @@ pub async fn run(config_file: Option<&Path>, arguments: DemoArgs) -> Result<(), 
         std::fs::write(path, serde_json::to_vec_pretty(&summary).expect("JSON serialises"))
             .map_err(|error| format!("cannot write summary {}: {error}", path.display()))?;
     }
-
-    if let Some((_, state)) = &running_service {
-        if !arguments.exit {
-            let link = crate::routes::dashboard::create_login_link(state);
-            eprintln!("Dashboard (one-time login link, valid for 15 minutes): {link}");
-        }
-    }
-    if !arguments.exit {
-        eprintln!("The service keeps running at {target}; press Ctrl-C to stop.");
-        wait_for_stop_signal().await;
-    }
-    drop(replay);
-    drop(client);
-    if let Some((handle, state)) = running_service {
-        // Every answer is stored and flushed by now, so nothing waits on a graceful stop.
-        handle.stop(false).await;
-        state.stop().await;
-    }
-    platform.stop().await;
     Ok(())
-}
-
-/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM, as a service manager sends.
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-                return;
-            }
-            Err(error) => tracing::warn!(%error, "cannot listen for SIGTERM; stop the demo with Ctrl-C"),
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Settings of the demo's own service: loopback, a temporary store, the

@@ -46,6 +46,18 @@ pub struct ReportFilter {
     pub allowed_organizations: Option<Vec<String>>,
 }
 
+/// A report filter value that [`ReportFilter::parse`] rejects. The message
+/// is the `message` of the API's `invalid_filter` error.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum FilterError {
+    /// `from` or `to` is not a `YYYY-MM-DD` date.
+    #[error("{} = {value:?} is not a date; use YYYY-MM-DD, e.g. 2022-07-01", parameter.as_str())]
+    InvalidDate { parameter: Dimension, value: String },
+    /// `from` is a later day than `to`.
+    #[error("from ({from}) is after to ({to})")]
+    FromAfterTo { from: calendar::Date, to: calendar::Date },
+}
+
 impl ReportFilter {
     /// Parses the query values; dates are `YYYY-MM-DD`.
     pub fn parse(
@@ -54,18 +66,20 @@ impl ReportFilter {
         organization: Option<String>,
         topic: Option<String>,
         child_age_group: Option<String>,
-    ) -> Result<Self, String> {
-        let date = |name: &str, value: Option<&str>| -> Result<Option<calendar::Date>, String> {
+    ) -> Result<Self, FilterError> {
+        let date = |parameter: Dimension, value: Option<&str>| -> Result<Option<calendar::Date>, FilterError> {
             value
                 .map(|text| {
-                    calendar::Date::parse(text)
-                        .ok_or_else(|| format!("{name} = {text:?} is not a date; use YYYY-MM-DD, e.g. 2022-07-01"))
+                    calendar::Date::parse(text).ok_or_else(|| FilterError::InvalidDate {
+                        parameter,
+                        value: text.to_string(),
+                    })
                 })
                 .transpose()
         };
         let filter = Self {
-            from: date("from", from)?,
-            to: date("to", to)?,
+            from: date(Dimension::From, from)?,
+            to: date(Dimension::To, to)?,
             organization,
             topic,
             child_age_group,
@@ -73,7 +87,7 @@ impl ReportFilter {
         };
         if let (Some(from), Some(to)) = (filter.from, filter.to) {
             if from > to {
-                return Err(format!("from ({from}) is after to ({to})"));
+                return Err(FilterError::FromAfterTo { from, to });
             }
         }
         Ok(filter)

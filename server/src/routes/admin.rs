@@ -31,7 +31,7 @@ impl ReportQuery {
             self.child_age_group,
         )
         .map(|filter| filter.limited_to(organizations))
-        .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))
+        .map_err(|problem| ApiError::unprocessable("invalid_filter", problem.to_string()))
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::questionnaire::Lang;
-use crate::report::{self, ReportFilter, ReportOptions, html};
+use crate::report::{self, FilterError, ReportFilter, ReportOptions, html};
 use crate::startup::{AdminScope, AppState};
 use crate::store::records::Millis;
 use crate::token::hex;
@@ -134,6 +134,16 @@ pub(crate) fn page(status: actix_web::http::StatusCode, body: String) -> HttpRes
         .body(body)
 }
 
+/// Builds the response to a dashboard page request whose filter is invalid:
+/// `422` with a page that explains the problem, because the reader is a
+/// browser.
+pub(crate) fn filter_error(problem: &FilterError, unfiltered_path: &str) -> HttpResponse {
+    page(
+        actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+        html::filter_error_page(problem, &stylesheet_url(), unfiltered_path),
+    )
+}
+
 /// The stylesheet's URL with a short hash of its content, so a changed file is fetched again.
 pub(crate) fn stylesheet_url() -> String {
     static VERSION: OnceLock<String> = OnceLock::new();
@@ -193,15 +203,17 @@ pub async fn dashboard(
 
     let from = non_empty(query.from);
     let to = non_empty(query.to);
-    let filter = ReportFilter::parse(
+    let parsed = ReportFilter::parse(
         from.as_deref(),
         to.as_deref(),
         non_empty(query.organization),
         non_empty(query.topic),
         non_empty(query.child_age_group),
-    )
-    .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))?
-    .limited_to(scope.organizations.clone());
+    );
+    let filter = match parsed {
+        Ok(filter) => filter.limited_to(scope.organizations.clone()),
+        Err(problem) => return Ok(filter_error(&problem, "/report")),
+    };
 
     let store = state.store.clone();
     let now = state.now_millis();

@@ -84,7 +84,7 @@ pub async fn view_json(
         query.topic,
         query.child_age_group,
     )
-    .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))?
+    .map_err(|problem| ApiError::unprocessable("invalid_filter", problem.to_string()))?
     .limited_to(scope.organizations.clone());
 
     let view = build_view(&state, filter, lang, &scope).await?;
@@ -113,15 +113,17 @@ pub async fn view_page(
 
     let from = dashboard::non_empty(query.from);
     let to = dashboard::non_empty(query.to);
-    let filter = ReportFilter::parse(
+    let parsed = ReportFilter::parse(
         from.as_deref(),
         to.as_deref(),
         dashboard::non_empty(query.organization),
         dashboard::non_empty(query.topic),
         dashboard::non_empty(query.child_age_group),
-    )
-    .map_err(|problem| ApiError::unprocessable("invalid_filter", problem))?
-    .limited_to(scope.organizations.clone());
+    );
+    let filter = match parsed {
+        Ok(filter) => filter.limited_to(scope.organizations.clone()),
+        Err(problem) => return Ok(dashboard::filter_error(&problem, "/report/peer-review")),
+    };
 
     let view = build_view(&state, filter.clone(), lang, &scope).await?;
 

@@ -215,15 +215,7 @@ pub fn parse_chat_ended(event: &Value) -> Result<EndedChat, ApiError> {
             None => Err(invalid_payload(format!("field \"data.{field}\" is required"))),
         }
     };
-    let chat_id = required_id("chat_id")?;
-    if chat_id == "." || chat_id == ".." {
-        // URLs treat these as dot segments and drop them, so an invitation
-        // would reach the platform at the wrong path.
-        return Err(invalid_payload(format!(
-            "field \"data.chat_id\" is {chat_id:?}, which cannot be a URL path segment; send the platform's chat id"
-        )));
-    }
-
+    let chat_id = parse_chat_id(data)?;
     let ended_at = required_id("ended_at")?;
     validate_ended_at(&ended_at).map_err(invalid_payload)?;
 
@@ -277,6 +269,44 @@ pub fn parse_chat_ended(event: &Value) -> Result<EndedChat, ApiError> {
         professional_participant,
         message_counts,
     })
+}
+
+/// Reads `data.chat_id`: a string of 1 to [`MAX_ID_CHARS`] characters, or a
+/// whole number of 0 or more, which becomes its decimal string.
+fn parse_chat_id(data: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
+    let expected = format!("send a string of 1 to {MAX_ID_CHARS} characters or a whole number of 0 or more");
+    let chat_id = match data.get("chat_id") {
+        Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => text.clone(),
+        // Platforms that number their chats (Chatwoot does) may send the id
+        // as a JSON number, so 123 and "123" are the same chat.
+        Some(Value::Number(number)) => match number.as_u64() {
+            Some(id) => id.to_string(),
+            None => {
+                return Err(invalid_payload(format!(
+                    "field \"data.chat_id\" is {number}, which is not a whole number of 0 or more; {expected}"
+                )));
+            }
+        },
+        Some(Value::String(_)) => {
+            return Err(invalid_payload(format!(
+                "field \"data.chat_id\" is empty or longer than {MAX_ID_CHARS} characters; {expected}"
+            )));
+        }
+        Some(_) => {
+            return Err(invalid_payload(format!(
+                "field \"data.chat_id\" has the wrong type; {expected}"
+            )));
+        }
+        None => return Err(invalid_payload("field \"data.chat_id\" is required")),
+    };
+    if chat_id == "." || chat_id == ".." {
+        // URLs treat these as dot segments and drop them, so an invitation
+        // would reach the platform at the wrong path.
+        return Err(invalid_payload(format!(
+            "field \"data.chat_id\" is {chat_id:?}, which cannot be a URL path segment; send the platform's chat id"
+        )));
+    }
+    Ok(chat_id)
 }
 
 /// Checks that `ended_at` is an RFC 3339 time in a plausible range, so that
