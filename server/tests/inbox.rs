@@ -306,3 +306,70 @@ fn due_deliveries_skip_and_limit() {
             .is_empty()
     );
 }
+
+/// A backup copies queued deliveries only together with their chat, and
+/// derives its report facts from the copied records.
+#[test]
+fn backup_copies_deliveries_with_their_chats_only() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = dir.path().join("source");
+    {
+        let store = Store::open(&source, CACHE).expect("store opens");
+        assert_eq!(accept(&store, "msg_1", "chat-a"), ChatAcceptance::New);
+        assert_eq!(accept(&store, "msg_2", "chat-b"), ChatAcceptance::New);
+    }
+    // A queue entry whose chat is missing, as a crash during a write can leave.
+    let started = std::time::Instant::now();
+    let db = loop {
+        match sled::open(&source) {
+            Ok(db) => break db,
+            Err(error) if started.elapsed().as_secs() > 10 => panic!("sled opens: {error}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    let orphan = QueuedDelivery {
+        invitation_id: InvitationId::generate(),
+        role: Role::Parent,
+        chat_id: "raw-lost".into(),
+        participant_id: "participant-lost".into(),
+        locale: "nl".into(),
+        attempts: 0,
+        created_at: 0,
+        next_attempt_at: 0,
+        last_error: None,
+    };
+    let key = alliance::store::queue_key(0, &orphan.invitation_id);
+    db.open_tree("queue")
+        .unwrap()
+        .insert(key, serde_json::to_vec(&orphan).unwrap())
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+
+    let started = std::time::Instant::now();
+    let store = loop {
+        match Store::open(&source, CACHE) {
+            Ok(store) => break store,
+            Err(error) if started.elapsed().as_secs() > 10 => panic!("store opens: {error}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    assert_eq!(
+        store.pending_deliveries().unwrap().len(),
+        5,
+        "4 deliveries and the orphan"
+    );
+    let copy_dir = dir.path().join("copy");
+    assert_eq!(store.copy_to(&copy_dir).expect("copied"), 2);
+    drop(store);
+
+    let copy = Store::open(&copy_dir, CACHE).expect("copy opens");
+    let pending = copy.pending_deliveries().unwrap();
+    assert_eq!(pending.len(), 4, "the orphan stays behind");
+    assert!(
+        pending
+            .iter()
+            .all(|delivery| delivery.invitation_id != orphan.invitation_id)
+    );
+    assert_eq!(reported_chats(&copy), 2);
+}

@@ -3,7 +3,7 @@
 //! both under one short key.
 //!
 //! sled 0.34 keeps a few hundred bytes in memory for every leaf page, and a
-//! leaf holds at most 16 keys, so the memory of an open store follows the
+//! leaf contains at most 16 keys, so the memory of an open store follows the
 //! number of keys. A chat used to take five (chat, facts, two invitations
 //! and its webhook id); it now takes two, and the webhook id only for the
 //! days that platforms retry. The facts stay apart from the record because

@@ -6,8 +6,8 @@
 //! - `invitation_aliases`: invitation id → record key, for ids that do not
 //!   carry their record key (those made before one record per chat)
 //! - `chat_facts`: record key → receive time and report facts (see
-//!   [`chat_value::facts_value`]); small, so the scans at open, for the
-//!   running totals, and for the retention purge read little
+//!   [`chat_value::facts_value`]). These values are small, so the scans at
+//!   open and for the retention purge read little.
 //! - `webhook_ids`: accepted `webhook-id` → receive time (big-endian millis)
 //! - `queue`: due time (big-endian millis) ++ invitation id → [`QueuedDelivery`]
 //! - `dead`: invitation id → [`QueuedDelivery`] that will not be retried by itself
@@ -1049,14 +1049,14 @@ impl Store {
     }
 
     /// Copies every tree into a new store in `dir`, which must not hold a
-    /// store yet, and flushes it. A chat's record holds its invitations and
-    /// report facts, so every chat in the copy is whole. Returns the number
-    /// of chats copied.
+    /// store yet, and flushes it. A chat's record holds its invitations, and
+    /// the copy's report facts are computed from the copied records, so
+    /// every chat in the copy is whole and counted as its record says.
+    /// Queued and dead-lettered deliveries are copied only with their chat.
+    /// Returns the number of chats copied.
     ///
     /// NOTE: the copy is taken while the service runs, tree by tree, not as
-    /// one snapshot. A queue entry may be copied without its chat when the
-    /// chat was accepted during the copy; opening the copy after a crash
-    /// removes it, and otherwise the delivery finds no invitation and stops.
+    /// one snapshot, so a chat accepted during the copy may be missing from it.
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
         self.settle();
         let copy = sled::Config::new().path(dir).create_new(true).open()?;
@@ -1068,34 +1068,54 @@ impl Store {
         let trees = [
             ("chat_records", &self.records),
             ("invitation_aliases", &self.aliases),
-            ("chat_facts", &self.chat_facts),
             ("totals", &self.totals),
             ("queue", &self.queue),
             ("dead", &self.dead),
             ("webhook_ids", &self.webhook_ids),
             ("meta", &self.meta),
         ];
+        let copy_facts = copy.open_tree("chat_facts")?;
+        let copy_records = copy.open_tree("chat_records")?;
         let mut chats = 0;
         for (name, tree) in trees {
             let target = copy.open_tree(name)?;
             let mut batch = sled::Batch::default();
+            let mut facts_batch = sled::Batch::default();
             let mut pending = 0;
             for entry in tree.iter() {
                 let (key, value) = entry?;
-                batch.insert(key, value);
-                pending += 1;
+                if matches!(name, "queue" | "dead") && !self.chat_copied(&copy_records, &key, &value)? {
+                    continue;
+                }
                 if name == "chat_records" {
+                    // The copy's facts come from the copied record, so the
+                    // two agree even when an answer arrives during the copy.
+                    facts_batch.insert(&key, chat_value::facts_value(&decode_chat(&key, &value)?));
                     chats += 1;
                 }
+                batch.insert(key, value);
+                pending += 1;
                 if pending == 10_000 {
                     target.apply_batch(std::mem::take(&mut batch))?;
+                    copy_facts.apply_batch(std::mem::take(&mut facts_batch))?;
                     pending = 0;
                 }
             }
             target.apply_batch(batch)?;
+            copy_facts.apply_batch(facts_batch)?;
         }
         copy.flush()?;
         Ok(chats)
+    }
+
+    /// Returns whether the chat of a queued or dead-lettered delivery is in
+    /// the copy, so a copy never posts an invitation of a chat it lacks.
+    fn chat_copied(&self, copy_records: &sled::Tree, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
+        let delivery: QueuedDelivery = decode(key, value)?;
+        match self.locate(&delivery.invitation_id)? {
+            Some((record_key, _)) => Ok(copy_records.contains_key(record_key)?),
+            None => Ok(false),
+        }
     }
 
     /// Records `fingerprint` of the server key on first use and returns
