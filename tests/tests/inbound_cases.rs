@@ -789,6 +789,26 @@ fn body_cases() -> Vec<Case> {
         case("chat_id a boolean", payload("data.chat_id"), |c| {
             signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!(true)))
         }),
+        case(
+            "participant_id a negative number",
+            payload("data.parent.participant_id"),
+            |c| {
+                signed(
+                    c,
+                    chat_body_with(c, |v| v["data"]["parent"]["participant_id"] = json!(-7)),
+                )
+            },
+        ),
+        case(
+            "participant_id a fraction",
+            payload("data.professional.participant_id"),
+            |c| {
+                signed(
+                    c,
+                    chat_body_with(c, |v| v["data"]["professional"]["participant_id"] = json!(1.5)),
+                )
+            },
+        ),
         case("chat_id empty", payload("data.chat_id"), |c| {
             signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!("")))
         }),

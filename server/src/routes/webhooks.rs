@@ -226,16 +226,7 @@ pub fn parse_chat_ended(event: &Value) -> Result<EndedChat, ApiError> {
         let Some(object) = object.as_object() else {
             return Err(invalid_payload(format!("field \"data.{role}\" must be an object")));
         };
-        match object.get("participant_id") {
-            Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => Ok(text.clone()),
-            Some(Value::Number(number)) => Ok(number.to_string()),
-            Some(_) => Err(invalid_payload(format!(
-                "field \"data.{role}.participant_id\" must be a string of 1 to {MAX_ID_CHARS} characters"
-            ))),
-            None => Err(invalid_payload(format!(
-                "field \"data.{role}.participant_id\" is required"
-            ))),
-        }
+        parse_id(object.get("participant_id"), &format!("data.{role}.participant_id"))
     };
     let parent_participant = participant("parent")?;
     let professional_participant = Some(participant("professional")?);
@@ -271,34 +262,9 @@ pub fn parse_chat_ended(event: &Value) -> Result<EndedChat, ApiError> {
     })
 }
 
-/// Reads `data.chat_id`: a string of 1 to [`MAX_ID_CHARS`] characters, or a
-/// whole number of 0 or more, which becomes its decimal string.
+/// Reads `data.chat_id` (see [`parse_id`]), which must also work as a URL path segment.
 fn parse_chat_id(data: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
-    let expected = format!("send a string of 1 to {MAX_ID_CHARS} characters or a whole number of 0 or more");
-    let chat_id = match data.get("chat_id") {
-        Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => text.clone(),
-        // Platforms that number their chats (Chatwoot does) may send the id
-        // as a JSON number, so 123 and "123" are the same chat.
-        Some(Value::Number(number)) => match number.as_u64() {
-            Some(id) => id.to_string(),
-            None => {
-                return Err(invalid_payload(format!(
-                    "field \"data.chat_id\" is {number}, which is not a whole number of 0 or more; {expected}"
-                )));
-            }
-        },
-        Some(Value::String(_)) => {
-            return Err(invalid_payload(format!(
-                "field \"data.chat_id\" is empty or longer than {MAX_ID_CHARS} characters; {expected}"
-            )));
-        }
-        Some(_) => {
-            return Err(invalid_payload(format!(
-                "field \"data.chat_id\" has the wrong type; {expected}"
-            )));
-        }
-        None => return Err(invalid_payload("field \"data.chat_id\" is required")),
-    };
+    let chat_id = parse_id(data.get("chat_id"), "data.chat_id")?;
     if chat_id == "." || chat_id == ".." {
         // URLs treat these as dot segments and drop them, so an invitation
         // would reach the platform at the wrong path.
@@ -307,6 +273,29 @@ fn parse_chat_id(data: &serde_json::Map<String, Value>) -> Result<String, ApiErr
         )));
     }
     Ok(chat_id)
+}
+
+/// Reads a platform id: a string of 1 to [`MAX_ID_CHARS`] characters, or a
+/// whole number of 0 or more, which becomes its decimal string. Platforms that
+/// number their chats and users (Chatwoot does) may send ids as JSON
+/// numbers, so 123 and "123" are the same id.
+fn parse_id(value: Option<&Value>, field: &str) -> Result<String, ApiError> {
+    let expected = format!("send a string of 1 to {MAX_ID_CHARS} characters or a whole number of 0 or more");
+    match value {
+        Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => Ok(text.clone()),
+        Some(Value::Number(number)) => number.as_u64().map(|id| id.to_string()).ok_or_else(|| {
+            invalid_payload(format!(
+                "field \"{field}\" is {number}, which is not a whole number of 0 or more; {expected}"
+            ))
+        }),
+        Some(Value::String(_)) => Err(invalid_payload(format!(
+            "field \"{field}\" is empty or longer than {MAX_ID_CHARS} characters; {expected}"
+        ))),
+        Some(_) => Err(invalid_payload(format!(
+            "field \"{field}\" has the wrong type; {expected}"
+        ))),
+        None => Err(invalid_payload(format!("field \"{field}\" is required"))),
+    }
 }
 
 /// Checks that `ended_at` is an RFC 3339 time in a plausible range, so that
