@@ -32,7 +32,7 @@ const RETENTION_DAYS: u32 = 730;
 const STORED_CHATS: usize = 12_000;
 /// Whether a kill lands inside one write is chance, so each test tries
 /// this many times, each on a new store.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 3;
 
 fn pseudonym_key() -> PseudonymKey {
     ServerKey::from_bytes(vec![7; 32]).expect("32 bytes").pseudonym_key()

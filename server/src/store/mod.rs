@@ -240,7 +240,8 @@ pub fn queue_key(due: Millis, id: &InvitationId) -> Vec<u8> {
     key
 }
 
-/// The changes of one write: applied to sled at once and recorded for the journal.
+/// The changes of one write, recorded as a journal payload. [`Store::write`]
+/// applies them to sled as one transaction when the write succeeds.
 struct Writes<'s> {
     store: &'s Store,
     payload: Vec<u8>,
@@ -248,24 +249,38 @@ struct Writes<'s> {
 
 impl Writes<'_> {
     fn insert(&mut self, tree: TreeId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let previous = self.store.tree(tree).insert(key, value)?;
         journal::push_op(&mut self.payload, tree, key, Some(value));
-        if tree == TreeId::ChatFacts {
-            replace_facts(&self.store.live, previous.as_deref(), Some(value));
-        }
         Ok(())
     }
 
-    /// Removes `key`; returns the value it had.
+    /// Removes `key`; returns the value it has, counting the earlier
+    /// changes of this write.
     fn remove(&mut self, tree: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        let previous = self.store.tree(tree).remove(key)?;
+        let previous = self.current(tree, key)?;
         if previous.is_some() {
             journal::push_op(&mut self.payload, tree, key, None);
         }
-        if tree == TreeId::ChatFacts {
-            replace_facts(&self.store.live, previous.as_deref(), None);
-        }
         Ok(previous)
+    }
+
+    /// Returns the value of `key` after the changes recorded so far.
+    fn current(&self, tree: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        let ops = journal::parse_ops(&self.payload).expect("the payload of this write parses");
+        for op in ops.iter().rev() {
+            match *op {
+                Op::Insert {
+                    tree: op_tree,
+                    key: op_key,
+                    value,
+                } if op_tree == tree && op_key == key => return Ok(Some(value.into())),
+                Op::Remove {
+                    tree: op_tree,
+                    key: op_key,
+                } if op_tree == tree && op_key == key => return Ok(None),
+                _ => {}
+            }
+        }
+        Ok(self.store.tree(tree).get(key)?)
     }
 }
 
@@ -406,8 +421,10 @@ impl Store {
     }
 
     /// Deletes what a write that was never acknowledged may have left after
-    /// a crash: sled can keep a prefix of such a write (queue entries or
-    /// facts without their chat) that the journal does not hold. Without this, a
+    /// a crash of an earlier version, which applied each operation of a write
+    /// to sled on its own: sled could keep a prefix of such a write (queue
+    /// entries or facts without their chat) that the journal lacked. Writes of
+    /// this version are sled transactions and leave no prefix. Without this, a
     /// queued invitation of a lost chat would reach the platform, and the
     /// platform's retry would then create the chat again under new ids.
     fn remove_unacknowledged_orphans(&self) -> Result<(), StoreError> {
@@ -476,18 +493,21 @@ impl Store {
             })
     }
 
-    /// Runs one write: its changes reach sled at once and the journal in the
-    /// same order. Not durable until [`Store::flush`].
+    /// Runs one write: when `change` succeeds, its changes reach sled at
+    /// once as one transaction, and the journal in the same order. A failed
+    /// `change` writes nothing. Not durable until [`Store::flush`].
     fn write<T, E: From<StoreError>>(&self, change: impl FnOnce(&mut Writes<'_>) -> Result<T, E>) -> Result<T, E> {
         let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut writes = Writes {
             store: self,
             payload: Vec::new(),
         };
-        let result = change(&mut writes);
-        // Even a failed write journals what it already changed in sled.
-        self.shared.journal.append(&writes.payload);
-        result
+        let outcome = change(&mut writes)?;
+        if !writes.payload.is_empty() {
+            apply_payload(&self.sink.trees, Some(&self.live), &writes.payload)?;
+            self.shared.journal.append(&writes.payload);
+        }
+        Ok(outcome)
     }
 
     /// Waits until everything written before the call is on disk.
@@ -836,9 +856,8 @@ impl Store {
             let outcome = change(record).map_err(UpdateError::Rejected)?;
             let record = record.clone();
             if record != before {
-                // Facts first: after a crash sled may keep a prefix of this
-                // write, and a retried change rewrites the facts only while
-                // the invitation differs.
+                // A change that leaves the report facts as they are writes
+                // the record alone.
                 let facts_value = chat_value::facts_value(&stored);
                 if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
                     writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
@@ -1176,36 +1195,84 @@ fn replay(trees: &[sled::Tree; TREES], bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes the operations of one journal payload into sled, and into the
-/// running totals when given.
+/// Writes the operations of one journal payload into sled as one
+/// transaction, and into the running totals when given. sled recovers a
+/// transaction whole or not at all, also when it was not flushed before a
+/// crash (sled 0.34.7, `TransactionalTrees::commit`), so no write is left in
+/// sled in part; `tests/crash_prefix.rs` checks this with `kill -9`.
 fn apply_payload(
     trees: &[sled::Tree; TREES],
     live: Option<&Mutex<LiveTotals>>,
     payload: &[u8],
 ) -> Result<(), StoreError> {
     let ops = journal::parse_ops(payload).ok_or_else(|| StoreError::Journal(std::io::Error::other("bad payload")))?;
-    for op in ops {
-        let (tree, previous, value) = match op {
-            Op::Insert { tree, key, value } => (tree, trees[tree as usize].insert(key, value)?, Some(value)),
-            Op::Remove { tree, key } => (tree, trees[tree as usize].remove(key)?, None),
-        };
-        if let (TreeId::ChatFacts, Some(live)) = (tree, live) {
-            replace_facts(live, previous.as_deref(), value);
+    apply_ops(trees, live, &ops)
+}
+
+/// Writes `ops` into sled as one transaction, and into the running totals
+/// when given.
+fn apply_ops(trees: &[sled::Tree; TREES], live: Option<&Mutex<LiveTotals>>, ops: &[Op<'_>]) -> Result<(), StoreError> {
+    let previous = apply_atomically(trees, ops)?;
+    if let Some(live) = live {
+        for (op, previous) in ops.iter().zip(&previous) {
+            match *op {
+                Op::Insert {
+                    tree: TreeId::ChatFacts,
+                    value,
+                    ..
+                } => replace_facts(live, previous.as_deref(), Some(value)),
+                Op::Remove {
+                    tree: TreeId::ChatFacts,
+                    ..
+                } => replace_facts(live, previous.as_deref(), None),
+                _ => {}
+            }
         }
     }
     Ok(())
 }
 
+/// Applies `ops` in order in one sled transaction over every tree. Returns
+/// the value each key had before its operation.
+fn apply_atomically(trees: &[sled::Tree; TREES], ops: &[Op<'_>]) -> Result<Vec<Option<sled::IVec>>, StoreError> {
+    use sled::Transactional;
+    use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+    let [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = trees;
+    let result =
+        (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10).transaction(|(x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10)| {
+            let view = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10];
+            let mut previous = Vec::with_capacity(ops.len());
+            for op in ops {
+                previous.push(match *op {
+                    Op::Insert { tree, key, value } => view[tree as usize].insert(key, value)?,
+                    Op::Remove { tree, key } => view[tree as usize].remove(key)?,
+                });
+            }
+            Ok::<_, ConflictableTransactionError<()>>(previous)
+        });
+    result.map_err(|error| match error {
+        TransactionError::Storage(error) => StoreError::Sled(error),
+        TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+    })
+}
+
 impl Sink {
-    /// Writes inbox entries into sled, in order, stopping at the first
-    /// failure. Returns how many were written.
+    /// Writes inbox entries into sled, in order, as one transaction.
+    /// Returns how many were written: all of them or, after a failure, none.
     fn apply_entries(&self, entries: &[inbox::Entry]) -> (usize, Result<(), StoreError>) {
-        for (done, entry) in entries.iter().enumerate() {
-            if let Err(error) = apply_payload(&self.trees, Some(&self.live), &entry.payload) {
-                return (done, Err(error));
+        let mut ops = Vec::new();
+        for entry in entries {
+            match journal::parse_ops(&entry.payload) {
+                Some(entry_ops) => ops.extend(entry_ops),
+                None => return (0, Err(StoreError::Journal(std::io::Error::other("bad payload")))),
             }
         }
-        (entries.len(), Ok(()))
+        // One transaction per batch, not per entry, because each has a fixed cost.
+        match apply_ops(&self.trees, Some(&self.live), &ops) {
+            Ok(()) => (entries.len(), Ok(())),
+            Err(error) => (0, Err(error)),
+        }
     }
 
     /// Takes up to [`inbox::BATCH`] entries from the inbox and writes them into
