@@ -76,6 +76,9 @@ struct Shared {
     /// journal's order is sled's order, while the applier writes inbox
     /// entries into sled, and while a checkpoint runs.
     write_lock: Mutex<()>,
+    /// Held while one chat is purged and for a whole [`Store::copy_to`], so
+    /// a copy never has a chat both in its records and in its totals.
+    purge_lock: Mutex<()>,
     journal: Journal,
     inbox: inbox::Inbox,
 }
@@ -333,6 +336,7 @@ impl Store {
         }
         let shared = Arc::new(Shared {
             write_lock: Mutex::new(()),
+            purge_lock: Mutex::new(()),
             journal: Journal::open_empty(&journal_path)?,
             inbox: inbox::Inbox::default(),
         });
@@ -790,6 +794,7 @@ impl Store {
         fold: impl FnOnce(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
     ) -> Result<Option<PurgedChat>, StoreError> {
         let record_key = self.record_key(chat_key);
+        let _purging = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.write(|writes| {
             let Some(value) = self.records.get(record_key)? else {
                 return Ok(None);
@@ -1076,7 +1081,10 @@ impl Store {
     ///
     /// NOTE: the copy is taken while the service runs, tree by tree, not as
     /// one snapshot, so a chat accepted during the copy may be missing from it.
+    /// A retention purge waits until the copy is done, because a chat purged
+    /// between the copy of the records and that of the totals would be in both.
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
+        let _no_purge = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.settle();
         let copy = sled::Config::new().path(dir).create_new(true).open()?;
         #[cfg(unix)]
