@@ -83,6 +83,11 @@ struct Shared {
     inbox: inbox::Inbox,
 }
 
+/// Inbox entries the applier writes in one sled transaction. Each
+/// transaction has a fixed cost, and every sled read waits while one runs,
+/// so the groups are small but not single entries.
+const ENTRIES_PER_TRANSACTION: usize = 32;
+
 /// Number of sled trees, in [`TreeId`] order.
 const TREES: usize = 11;
 const TREE_NAMES: [&str; TREES] = [
@@ -1266,21 +1271,25 @@ fn apply_atomically(trees: &[sled::Tree; TREES], ops: &[Op<'_>]) -> Result<Vec<O
 }
 
 impl Sink {
-    /// Writes inbox entries into sled, in order, as one transaction.
-    /// Returns how many were written: all of them or, after a failure, none.
+    /// Writes inbox entries into sled, in order, a group of
+    /// [`ENTRIES_PER_TRANSACTION`] in each transaction, stopping at the first
+    /// failure. Returns how many were written.
     fn apply_entries(&self, entries: &[inbox::Entry]) -> (usize, Result<(), StoreError>) {
-        let mut ops = Vec::new();
-        for entry in entries {
-            match journal::parse_ops(&entry.payload) {
-                Some(entry_ops) => ops.extend(entry_ops),
-                None => return (0, Err(StoreError::Journal(std::io::Error::other("bad payload")))),
+        let mut done = 0;
+        for group in entries.chunks(ENTRIES_PER_TRANSACTION) {
+            let mut ops = Vec::new();
+            for entry in group {
+                match journal::parse_ops(&entry.payload) {
+                    Some(entry_ops) => ops.extend(entry_ops),
+                    None => return (done, Err(StoreError::Journal(std::io::Error::other("bad payload")))),
+                }
             }
+            if let Err(error) = apply_ops(&self.trees, Some(&self.live), &ops) {
+                return (done, Err(error));
+            }
+            done += group.len();
         }
-        // One transaction per batch, not per entry, because each has a fixed cost.
-        match apply_ops(&self.trees, Some(&self.live), &ops) {
-            Ok(()) => (entries.len(), Ok(())),
-            Err(error) => (0, Err(error)),
-        }
+        (done, Ok(()))
     }
 
     /// Takes up to [`inbox::BATCH`] entries from the inbox and writes them into
