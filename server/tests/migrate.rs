@@ -238,3 +238,97 @@ fn damaged_salt_stops_the_open() {
     };
     assert!(error.to_string().contains("record_salt"), "{error}");
 }
+
+/// The earlier format wrote a chat's invitations and queued deliveries
+/// before the chat, so a crash could leave them without it. The move keeps
+/// only invitations of stored chats, so such a delivery must not stay: the
+/// platform would get a link to a questionnaire that is not stored, and a
+/// dead letter with raw platform ids would never be purged.
+#[test]
+fn move_leaves_no_delivery_without_invitation() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let written = write_old_store(dir.path());
+    let (_, _, [lost, lost_professional]) = old_chat(CHATS);
+    {
+        let db = open_sled(dir.path());
+        db.open_tree("invitations")
+            .unwrap()
+            .insert(lost.id.as_str(), serde_json::to_vec(&lost).unwrap())
+            .unwrap();
+        let delivery = QueuedDelivery {
+            invitation_id: lost.id.clone(),
+            role: Role::Parent,
+            chat_id: "raw-lost".into(),
+            participant_id: "parent-lost".into(),
+            locale: "nl".into(),
+            attempts: 0,
+            created_at: 1_000,
+            next_attempt_at: 1_000,
+            last_error: None,
+        };
+        db.open_tree("queue")
+            .unwrap()
+            .insert(
+                alliance::store::queue_key(1_000, &lost.id),
+                serde_json::to_vec(&delivery).unwrap(),
+            )
+            .unwrap();
+        db.open_tree("dead")
+            .unwrap()
+            .insert(lost_professional.id.as_str(), serde_json::to_vec(&delivery).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = open_store(dir.path());
+    assert_eq!(store.chat_count(), CHATS);
+    let pending = store.pending_deliveries().expect("queue readable");
+    for delivery in &pending {
+        assert!(
+            store.invitation(&delivery.invitation_id).unwrap().is_some(),
+            "queued delivery of {} has no invitation",
+            delivery.invitation_id
+        );
+    }
+    assert!(
+        !store.is_dead_letter(&lost_professional.id).unwrap(),
+        "a dead letter without its invitation would never be purged"
+    );
+    assert!(
+        store.is_dead_letter(&written[1].2[0].id).unwrap(),
+        "a moved dead letter stays"
+    );
+}
+
+/// An ineligible chat of the earlier format has no invitations. It moves
+/// as a record without them and the report still counts it.
+#[test]
+fn ineligible_chat_moves_without_invitations() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write_old_store(dir.path());
+    let (key, mut chat, _) = old_chat(CHATS);
+    chat.eligible = false;
+    {
+        let db = open_sled(dir.path());
+        db.open_tree("chats")
+            .unwrap()
+            .insert(&key, serde_json::to_vec(&chat).unwrap())
+            .unwrap();
+        db.open_tree("facts")
+            .unwrap()
+            .insert(&key, facts::encode(&chat, [None, None]))
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = open_store(dir.path());
+    assert_eq!(store.chat(&key).unwrap().as_ref(), Some(&chat));
+    assert_eq!(store.invitation(&chat.parent_invitation).unwrap(), None);
+    assert_eq!(store.chat_count(), CHATS + 1);
+    let options = ReportOptions {
+        min_cell_size: 1,
+        bootstrap: false,
+    };
+    let built = report::build_with(&store, &ReportFilter::default(), now_millis(), &options).expect("report builds");
+    assert_eq!(built.chats_ineligible, 1);
+}

@@ -276,3 +276,47 @@ fn filter_leaving_out_few_pairs_is_suppressed() {
         "a filter leaving out 10 or more pairs was hidden"
     );
 }
+
+/// A backup taken while the retention purge runs must count each chat once:
+/// either as a copied chat or in the copied totals, never as both. Whether
+/// the two overlap depends on timing, so the copy starts after several delays.
+#[test]
+fn backup_during_purge_counts_each_chat_once() {
+    const CHATS: usize = 6_000;
+    let key = pseudonym_key();
+    let options = ReportOptions {
+        min_cell_size: 0,
+        bootstrap: false,
+    };
+    for delay_ms in [0, 100, 300, 600] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = open(&dir.path().join("store"));
+        let now = now_millis();
+        for number in 0..CHATS {
+            write_chat(&store, &key, number, now - 800 * DAY).expect("old chat written");
+        }
+        store.flush_blocking().expect("flushed");
+        let before = report::build_with(&store, &ReportFilter::default(), now, &options).expect("report");
+        assert_eq!(before.chats, CHATS as u64);
+
+        let copy_dir = dir.path().join("copy");
+        let purging = {
+            let store = store.clone();
+            std::thread::spawn(move || purge(&store, now, 730, false, |_| {}).expect("purge"))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        store.copy_to(&copy_dir).expect("copied");
+        assert_eq!(purging.join().expect("purge thread").chats, CHATS as u64);
+
+        let copy = open(&copy_dir);
+        let copied = report::build_with(&copy, &ReportFilter::default(), now, &options).expect("report");
+        assert_eq!(
+            copied.chats, CHATS as u64,
+            "chats counted in the backup, copy started {delay_ms} ms into the purge"
+        );
+        assert_eq!(
+            copied.pairs, before.pairs,
+            "pairs counted in the backup, copy started {delay_ms} ms into the purge"
+        );
+    }
+}

@@ -1,10 +1,11 @@
 //! The write-ahead journal that makes sled writes durable with one
 //! `fdatasync` per group of requests.
 //!
-//! sled 0.34 seals and syncs its log buffer for every multi-tree transaction,
-//! which costs several synchronous disk writes per webhook. The store
-//! therefore applies each change to sled without a transaction, under one
-//! write lock, and appends the same change to this journal. A request is
+//! sled 0.34 makes writes durable only when its log is flushed. The store
+//! therefore applies each write to sled as one transaction without a flush,
+//! under one write lock, and appends the same change to this journal. sled
+//! recovers a transaction whole or not at all, so after `kill -9` it never
+//! keeps part of a write, even one the journal on disk lacks. A request is
 //! acknowledged once the journal is synced past its change. A checkpoint
 //! flushes sled and replaces the journal by a new file with only the records
 //! sled does not have yet. Opening the store replays whatever the journal

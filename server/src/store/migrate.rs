@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::chat_value::{self, Salt, StoredChat};
 use super::journal::TreeId;
-use super::records::{ChatRecord, InvitationRecord};
+use super::records::{ChatRecord, InvitationRecord, QueuedDelivery};
 use super::{StoreError, TREE_NAMES, TREES, decode};
 
 /// Present in `meta` once every chat is in `chat_records`.
@@ -117,11 +117,42 @@ fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result
     }
     chat_facts.apply_batch(facts_batch)?;
     records.apply_batch(batch)?;
+    remove_orphan_deliveries(trees)?;
     db.flush()?;
     tracing::info!(
         chats = moved,
         seconds = started.elapsed().as_secs(),
         "moved every chat into one record"
     );
+    Ok(())
+}
+
+/// Deletes queued and dead-lettered deliveries whose invitation did not
+/// move. The earlier format wrote a chat's invitations and deliveries before
+/// the chat, so a crash could leave them without it, and the move keeps only
+/// invitations of stored chats. Every moved invitation has an alias. A
+/// queued delivery without one would post a link to a questionnaire that is
+/// not stored, and a dead letter without one, which contains raw platform
+/// ids, would never be purged with its chat.
+fn remove_orphan_deliveries(trees: &[sled::Tree; TREES]) -> Result<(), StoreError> {
+    let aliases = &trees[TreeId::Aliases as usize];
+    let mut removed = 0u64;
+    for list in [TreeId::Queue, TreeId::Dead] {
+        let tree = &trees[list as usize];
+        for entry in tree.iter() {
+            let (key, value) = entry?;
+            let delivery: QueuedDelivery = decode(&key, &value)?;
+            if !aliases.contains_key(delivery.invitation_id.as_str())? {
+                tree.remove(&key)?;
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::warn!(
+            removed,
+            "removed deliveries whose chat the earlier store format had lost in a crash"
+        );
+    }
     Ok(())
 }

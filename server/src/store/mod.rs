@@ -76,9 +76,17 @@ struct Shared {
     /// journal's order is sled's order, while the applier writes inbox
     /// entries into sled, and while a checkpoint runs.
     write_lock: Mutex<()>,
+    /// Held while one chat is purged and for a whole [`Store::copy_to`], so
+    /// a copy never has a chat both in its records and in its totals.
+    purge_lock: Mutex<()>,
     journal: Journal,
     inbox: inbox::Inbox,
 }
+
+/// Inbox entries the applier writes in one sled transaction. Each
+/// transaction has a fixed cost, and every sled read waits while one runs,
+/// so the groups are small but not single entries.
+const ENTRIES_PER_TRANSACTION: usize = 32;
 
 /// Number of sled trees, in [`TreeId`] order.
 const TREES: usize = 11;
@@ -240,7 +248,8 @@ pub fn queue_key(due: Millis, id: &InvitationId) -> Vec<u8> {
     key
 }
 
-/// The changes of one write: applied to sled at once and recorded for the journal.
+/// The changes of one write, recorded as a journal payload. [`Store::write`]
+/// applies them to sled as one transaction when the write succeeds.
 struct Writes<'s> {
     store: &'s Store,
     payload: Vec<u8>,
@@ -248,24 +257,38 @@ struct Writes<'s> {
 
 impl Writes<'_> {
     fn insert(&mut self, tree: TreeId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let previous = self.store.tree(tree).insert(key, value)?;
         journal::push_op(&mut self.payload, tree, key, Some(value));
-        if tree == TreeId::ChatFacts {
-            replace_facts(&self.store.live, previous.as_deref(), Some(value));
-        }
         Ok(())
     }
 
-    /// Removes `key`; returns the value it had.
+    /// Removes `key`; returns the value it has, counting the earlier
+    /// changes of this write.
     fn remove(&mut self, tree: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        let previous = self.store.tree(tree).remove(key)?;
+        let previous = self.current(tree, key)?;
         if previous.is_some() {
             journal::push_op(&mut self.payload, tree, key, None);
         }
-        if tree == TreeId::ChatFacts {
-            replace_facts(&self.store.live, previous.as_deref(), None);
-        }
         Ok(previous)
+    }
+
+    /// Returns the value of `key` after the changes recorded so far.
+    fn current(&self, tree: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        let ops = journal::parse_ops(&self.payload).expect("the payload of this write parses");
+        for op in ops.iter().rev() {
+            match *op {
+                Op::Insert {
+                    tree: op_tree,
+                    key: op_key,
+                    value,
+                } if op_tree == tree && op_key == key => return Ok(Some(value.into())),
+                Op::Remove {
+                    tree: op_tree,
+                    key: op_key,
+                } if op_tree == tree && op_key == key => return Ok(None),
+                _ => {}
+            }
+        }
+        Ok(self.store.tree(tree).get(key)?)
     }
 }
 
@@ -318,6 +341,7 @@ impl Store {
         }
         let shared = Arc::new(Shared {
             write_lock: Mutex::new(()),
+            purge_lock: Mutex::new(()),
             journal: Journal::open_empty(&journal_path)?,
             inbox: inbox::Inbox::default(),
         });
@@ -406,8 +430,10 @@ impl Store {
     }
 
     /// Deletes what a write that was never acknowledged may have left after
-    /// a crash: sled can keep a prefix of such a write (queue entries or
-    /// facts without their chat) that the journal does not hold. Without this, a
+    /// a crash of an earlier version, which applied each operation of a write
+    /// to sled on its own: sled could keep a prefix of such a write (queue
+    /// entries or facts without their chat) that the journal lacked. Writes of
+    /// this version are sled transactions and leave no prefix. Without this, a
     /// queued invitation of a lost chat would reach the platform, and the
     /// platform's retry would then create the chat again under new ids.
     fn remove_unacknowledged_orphans(&self) -> Result<(), StoreError> {
@@ -476,18 +502,21 @@ impl Store {
             })
     }
 
-    /// Runs one write: its changes reach sled at once and the journal in the
-    /// same order. Not durable until [`Store::flush`].
+    /// Runs one write: when `change` succeeds, its changes reach sled at
+    /// once as one transaction, and the journal in the same order. A failed
+    /// `change` writes nothing. Not durable until [`Store::flush`].
     fn write<T, E: From<StoreError>>(&self, change: impl FnOnce(&mut Writes<'_>) -> Result<T, E>) -> Result<T, E> {
         let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut writes = Writes {
             store: self,
             payload: Vec::new(),
         };
-        let result = change(&mut writes);
-        // Even a failed write journals what it already changed in sled.
-        self.shared.journal.append(&writes.payload);
-        result
+        let outcome = change(&mut writes)?;
+        if !writes.payload.is_empty() {
+            apply_payload(&self.sink.trees, Some(&self.live), &writes.payload)?;
+            self.shared.journal.append(&writes.payload);
+        }
+        Ok(outcome)
     }
 
     /// Waits until everything written before the call is on disk.
@@ -770,6 +799,7 @@ impl Store {
         fold: impl FnOnce(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
     ) -> Result<Option<PurgedChat>, StoreError> {
         let record_key = self.record_key(chat_key);
+        let _purging = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.write(|writes| {
             let Some(value) = self.records.get(record_key)? else {
                 return Ok(None);
@@ -836,9 +866,8 @@ impl Store {
             let outcome = change(record).map_err(UpdateError::Rejected)?;
             let record = record.clone();
             if record != before {
-                // Facts first: after a crash sled may keep a prefix of this
-                // write, and a retried change rewrites the facts only while
-                // the invitation differs.
+                // A change that leaves the report facts as they are writes
+                // the record alone.
                 let facts_value = chat_value::facts_value(&stored);
                 if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
                     writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
@@ -1057,7 +1086,10 @@ impl Store {
     ///
     /// NOTE: the copy is taken while the service runs, tree by tree, not as
     /// one snapshot, so a chat accepted during the copy may be missing from it.
+    /// A retention purge waits until the copy is done, because a chat purged
+    /// between the copy of the records and that of the totals would be in both.
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
+        let _no_purge = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.settle();
         let copy = sled::Config::new().path(dir).create_new(true).open()?;
         #[cfg(unix)]
@@ -1176,36 +1208,88 @@ fn replay(trees: &[sled::Tree; TREES], bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes the operations of one journal payload into sled, and into the
-/// running totals when given.
+/// Writes the operations of one journal payload into sled as one
+/// transaction, and into the running totals when given. sled recovers a
+/// transaction whole or not at all, also when it was not flushed before a
+/// crash (sled 0.34.7, `TransactionalTrees::commit`), so no write is left in
+/// sled in part; `tests/crash_prefix.rs` checks this with `kill -9`.
 fn apply_payload(
     trees: &[sled::Tree; TREES],
     live: Option<&Mutex<LiveTotals>>,
     payload: &[u8],
 ) -> Result<(), StoreError> {
     let ops = journal::parse_ops(payload).ok_or_else(|| StoreError::Journal(std::io::Error::other("bad payload")))?;
-    for op in ops {
-        let (tree, previous, value) = match op {
-            Op::Insert { tree, key, value } => (tree, trees[tree as usize].insert(key, value)?, Some(value)),
-            Op::Remove { tree, key } => (tree, trees[tree as usize].remove(key)?, None),
-        };
-        if let (TreeId::ChatFacts, Some(live)) = (tree, live) {
-            replace_facts(live, previous.as_deref(), value);
+    apply_ops(trees, live, &ops)
+}
+
+/// Writes `ops` into sled as one transaction, and into the running totals
+/// when given.
+fn apply_ops(trees: &[sled::Tree; TREES], live: Option<&Mutex<LiveTotals>>, ops: &[Op<'_>]) -> Result<(), StoreError> {
+    let previous = apply_atomically(trees, ops)?;
+    if let Some(live) = live {
+        for (op, previous) in ops.iter().zip(&previous) {
+            match *op {
+                Op::Insert {
+                    tree: TreeId::ChatFacts,
+                    value,
+                    ..
+                } => replace_facts(live, previous.as_deref(), Some(value)),
+                Op::Remove {
+                    tree: TreeId::ChatFacts,
+                    ..
+                } => replace_facts(live, previous.as_deref(), None),
+                _ => {}
+            }
         }
     }
     Ok(())
 }
 
+/// Applies `ops` in order in one sled transaction over every tree. Returns
+/// the value each key had before its operation.
+fn apply_atomically(trees: &[sled::Tree; TREES], ops: &[Op<'_>]) -> Result<Vec<Option<sled::IVec>>, StoreError> {
+    use sled::Transactional;
+    use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+    let [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = trees;
+    let result =
+        (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10).transaction(|(x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10)| {
+            let view = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10];
+            let mut previous = Vec::with_capacity(ops.len());
+            for op in ops {
+                previous.push(match *op {
+                    Op::Insert { tree, key, value } => view[tree as usize].insert(key, value)?,
+                    Op::Remove { tree, key } => view[tree as usize].remove(key)?,
+                });
+            }
+            Ok::<_, ConflictableTransactionError<()>>(previous)
+        });
+    result.map_err(|error| match error {
+        TransactionError::Storage(error) => StoreError::Sled(error),
+        TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+    })
+}
+
 impl Sink {
-    /// Writes inbox entries into sled, in order, stopping at the first
+    /// Writes inbox entries into sled, in order, a group of
+    /// [`ENTRIES_PER_TRANSACTION`] in each transaction, stopping at the first
     /// failure. Returns how many were written.
     fn apply_entries(&self, entries: &[inbox::Entry]) -> (usize, Result<(), StoreError>) {
-        for (done, entry) in entries.iter().enumerate() {
-            if let Err(error) = apply_payload(&self.trees, Some(&self.live), &entry.payload) {
+        let mut done = 0;
+        for group in entries.chunks(ENTRIES_PER_TRANSACTION) {
+            let mut ops = Vec::new();
+            for entry in group {
+                match journal::parse_ops(&entry.payload) {
+                    Some(entry_ops) => ops.extend(entry_ops),
+                    None => return (done, Err(StoreError::Journal(std::io::Error::other("bad payload")))),
+                }
+            }
+            if let Err(error) = apply_ops(&self.trees, Some(&self.live), &ops) {
                 return (done, Err(error));
             }
+            done += group.len();
         }
-        (entries.len(), Ok(()))
+        (done, Ok(()))
     }
 
     /// Takes up to [`inbox::BATCH`] entries from the inbox and writes them into
