@@ -99,9 +99,9 @@ impl InvitationId {
         Self(format!("{INVITATION_PREFIX}{}", hex(&bytes)))
     }
 
-    /// An id of 4 random bytes followed by `locator`, by which the store
-    /// finds the invitation's chat. The random part comes first, so the ids
-    /// of one chat differ from their first digit.
+    /// Makes an id of 4 random bytes followed by `locator`, by which the
+    /// store finds the invitation's chat. The random part comes first, so the
+    /// ids of one chat differ from their first digit.
     pub fn with_locator(locator: [u8; 12]) -> Self {
         let random: [u8; 4] = rand::random();
         Self(format!("{INVITATION_PREFIX}{}{}", hex(&random), hex(&locator)))

@@ -170,8 +170,8 @@ pub fn write_chat(store: &Store, key: &PseudonymKey, number: usize, received_at:
         invitation(&parent_id, Role::Parent),
         invitation(&professional_id, Role::Professional),
     ];
-    // The service forgets webhook ids after 8 days, so a store of chats
-    // spread over 730 days holds those of the last 8 days only.
+    // The service deletes webhook ids after 8 days, so a store of chats
+    // spread over 730 days contains those of the last 8 days only.
     let webhook_id = format!("msg_fill-{number}");
     let recent = number % 730 >= 730 - 8;
     store

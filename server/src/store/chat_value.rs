@@ -1,11 +1,11 @@
-//! One sled record per chat, holding the chat and its invitations, and
+//! One sled record per chat, containing the chat and its invitations, and
 //! beside it a small value with the chat's receive time and report facts,
 //! both under one short key.
 //!
 //! sled 0.34 keeps a few hundred bytes in memory for every leaf page, and a
 //! leaf contains at most 16 keys, so the memory of an open store follows the
-//! number of keys. A chat used to take five (chat, facts, two invitations
-//! and its webhook id); it now takes two, and the webhook id only for the
+//! number of keys. A chat used to take five: chat, facts, two invitations
+//! and its webhook id. It now takes two, and the webhook id only for the
 //! days that platforms retry. The facts stay apart from the record because
 //! every page a scan reads stays in memory for a while (sled accounts for
 //! pages in batches): the scans at open and for the retention purge read
@@ -65,7 +65,7 @@ pub(super) fn id_prefix(id: &InvitationId) -> Option<[u8; ID_PREFIX_BYTES]> {
     Some(prefix)
 }
 
-/// What the JSON part of a value holds.
+/// The content of a record value, stored as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub(super) struct StoredChat {
     /// The chat pseudonym.

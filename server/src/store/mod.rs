@@ -1078,7 +1078,7 @@ impl Store {
     }
 
     /// Copies every tree into a new store in `dir`, which must not hold a
-    /// store yet, and flushes it. A chat's record holds its invitations, and
+    /// store yet, and flushes it. A chat's record contains its invitations, and
     /// the copy's report facts are computed from the copied records, so
     /// every chat in the copy is whole and counted as its record says.
     /// Queued and dead-lettered deliveries are copied only with their chat.
@@ -1211,8 +1211,9 @@ fn replay(trees: &[sled::Tree; TREES], bytes: &[u8]) -> Result<(), StoreError> {
 /// Writes the operations of one journal payload into sled as one
 /// transaction, and into the running totals when given. sled recovers a
 /// transaction whole or not at all, also when it was not flushed before a
-/// crash (sled 0.34.7, `TransactionalTrees::commit`), so no write is left in
-/// sled in part; `tests/crash_prefix.rs` checks this with `kill -9`.
+/// crash (sled 0.34.7, `TransactionalTrees::commit` seals one log batch).
+/// So no write is left in sled in part, which `tests/crash_prefix.rs`
+/// checks with `kill -9`.
 fn apply_payload(
     trees: &[sled::Tree; TREES],
     live: Option<&Mutex<LiveTotals>>,
