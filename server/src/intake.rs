@@ -4,6 +4,7 @@
 use crate::questionnaire::Role;
 use crate::startup::AppState;
 use crate::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
+use crate::store::webhook_ids::BodyDigest;
 use crate::store::{ChatAcceptance, NewChat, StoreError};
 use crate::token::InvitationId;
 
@@ -32,8 +33,15 @@ pub struct EndedChat {
 
 /// Stores the chat and, when it is eligible, its two invitations and queued
 /// deliveries, deduplicated on `dedup_key` and on the chat; then flushes.
-/// Returns only after the write is on disk.
-pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Result<ChatAcceptance, StoreError> {
+/// `digest` is the digest of the webhook body when the sender sends the same
+/// body on every retry, so a `dedup_key` that comes back with another body
+/// is rejected. Returns only after the write is on disk.
+pub async fn accept(
+    state: &AppState,
+    dedup_key: &str,
+    digest: Option<BodyDigest>,
+    chat: &EndedChat,
+) -> Result<ChatAcceptance, StoreError> {
     let now = state.now_millis();
     let chat_key = state.pseudonym_key.pseudonym("chat", &chat.chat_id);
     let expires_at = now + state.settings.questionnaire_expiry.as_millis() as i64;
@@ -103,6 +111,7 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
     state.store.inbox_room().await;
     let acceptance = state.store.accept_chat(NewChat {
         webhook_id: Some(dedup_key),
+        webhook_digest: digest,
         chat_key: &chat_key,
         chat: &record,
         invitations: if eligible { &invitations } else { &[] },
@@ -121,6 +130,10 @@ pub async fn accept(state: &AppState, dedup_key: &str, chat: &EndedChat) -> Resu
             "accepted chat as ineligible; no invitations"
         ),
         ChatAcceptance::DuplicateWebhook => tracing::info!(dedup_key, "event already accepted"),
+        ChatAcceptance::WebhookIdReused => tracing::warn!(
+            dedup_key,
+            "rejected an event whose webhook id was accepted before with a different body"
+        ),
         ChatAcceptance::KnownChat => tracing::info!(dedup_key, chat = chat_log, "chat already known"),
     }
     Ok(acceptance)

@@ -165,6 +165,7 @@ fn accept(store: &Store, number: usize, professional_answered: bool) {
     store
         .accept_chat(NewChat {
             webhook_id: Some(&format!("msg_{number}")),
+            webhook_digest: None,
             chat_key: &chat_key,
             chat: &chat,
             invitations: &invitations,

@@ -8,13 +8,19 @@ use alliance::questionnaire::Role;
 use alliance::report::{self, ReportFilter, ReportOptions};
 use alliance::startup::now_millis;
 use alliance::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
+use alliance::store::webhook_ids::{BodyDigest, WebhookSeen, body_digest};
 use alliance::store::{ChatAcceptance, NewChat, Store};
 use alliance::token::InvitationId;
 
 const CACHE: u64 = 16 << 20;
 
-/// Accepts chat `chat` under webhook id `webhook`, with both invitations queued.
+/// Accepts chat `chat` under webhook id `webhook`, with both invitations
+/// queued, as from a body that names the chat.
 fn accept(store: &Store, webhook: &str, chat: &str) -> ChatAcceptance {
+    accept_with_digest(store, webhook, Some(body_digest(chat.as_bytes())), chat)
+}
+
+fn accept_with_digest(store: &Store, webhook: &str, digest: Option<BodyDigest>, chat: &str) -> ChatAcceptance {
     let now = now_millis();
     let ids = [InvitationId::generate(), InvitationId::generate()];
     let record = ChatRecord {
@@ -56,6 +62,7 @@ fn accept(store: &Store, webhook: &str, chat: &str) -> ChatAcceptance {
     store
         .accept_chat(NewChat {
             webhook_id: Some(webhook),
+            webhook_digest: digest,
             chat_key: chat,
             chat: &record,
             invitations: &invitations,
@@ -83,11 +90,18 @@ fn duplicates_found_in_inbox_and_sled() {
     assert_eq!(accept(&store, "msg_1", "chat-a"), ChatAcceptance::New);
     // Straight after: the chat may still be in the inbox.
     assert_eq!(accept(&store, "msg_1", "chat-a"), ChatAcceptance::DuplicateWebhook);
+    assert_eq!(accept(&store, "msg_1", "chat-z"), ChatAcceptance::WebhookIdReused);
     assert_eq!(accept(&store, "msg_2", "chat-a"), ChatAcceptance::KnownChat);
-    assert!(store.webhook_seen("msg_2").expect("readable"));
+    let chat_a = Some(body_digest(b"chat-a"));
+    assert_eq!(
+        store.webhook_seen("msg_2", chat_a).expect("readable"),
+        WebhookSeen::Retry
+    );
+    assert_eq!(store.webhook_seen("msg_5", chat_a).expect("readable"), WebhookSeen::New);
 
     store.settle();
-    assert_eq!(accept(&store, "msg_1", "chat-b"), ChatAcceptance::DuplicateWebhook);
+    assert_eq!(accept(&store, "msg_1", "chat-a"), ChatAcceptance::DuplicateWebhook);
+    assert_eq!(accept(&store, "msg_1", "chat-b"), ChatAcceptance::WebhookIdReused);
     assert_eq!(accept(&store, "msg_3", "chat-a"), ChatAcceptance::KnownChat);
     assert_eq!(accept(&store, "msg_4", "chat-b"), ChatAcceptance::New);
 
@@ -135,7 +149,34 @@ fn close_writes_inbox() {
     let store = Store::open(dir.path(), CACHE).expect("store opens again");
     assert_eq!(store.chat_count(), 2_000);
     assert_eq!(reported_chats(&store), 2_000);
-    assert_eq!(accept(&store, "msg_1999", "chat-new"), ChatAcceptance::DuplicateWebhook);
+    assert_eq!(
+        accept(&store, "msg_1999", "chat-1999"),
+        ChatAcceptance::DuplicateWebhook
+    );
+    assert_eq!(accept(&store, "msg_1999", "chat-new"), ChatAcceptance::WebhookIdReused);
+    assert_eq!(store.chat_count(), 2_000, "a reused id writes nothing");
+}
+
+/// Ids stored without a digest (before digests, or from a sender that may
+/// change the body) count as retries whatever the body.
+#[test]
+fn ids_without_a_digest_match_any_body() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(dir.path(), CACHE).expect("store opens");
+    assert_eq!(accept_with_digest(&store, "msg_1", None, "chat-a"), ChatAcceptance::New);
+    assert_eq!(accept(&store, "msg_1", "chat-b"), ChatAcceptance::DuplicateWebhook);
+    store.settle();
+    assert_eq!(accept(&store, "msg_1", "chat-c"), ChatAcceptance::DuplicateWebhook);
+    assert_eq!(
+        accept_with_digest(&store, "msg_2", Some(body_digest(b"one")), "chat-d"),
+        ChatAcceptance::New
+    );
+    assert_eq!(
+        accept_with_digest(&store, "msg_2", None, "chat-e"),
+        ChatAcceptance::DuplicateWebhook
+    );
+    store.settle();
+    assert_eq!(store.chat_count(), 2);
 }
 
 /// A checkpoint must finish while senders refill the inbox as fast as it is
@@ -211,7 +252,8 @@ fn acknowledged_chats_survive_kill_during_checkpoints() {
         let n = line.trim_end_matches(';');
         let webhook = format!("msg_{n}");
         let chat = format!("chat-{n}");
-        assert!(store.webhook_seen(&webhook).expect("readable"), "{webhook} lost");
+        let seen = store.webhook_seen(&webhook, None).expect("readable");
+        assert_eq!(seen, WebhookSeen::Retry, "{webhook} lost");
         let record = store
             .chat(&chat)
             .expect("readable")

@@ -41,6 +41,7 @@ fn store_chat(store: &Store, chat_key: &str, ids: [InvitationId; 2]) -> [Invitat
     store
         .accept_chat(NewChat {
             webhook_id: None,
+            webhook_digest: None,
             chat_key,
             chat: &chat,
             invitations: &invitations,

@@ -179,6 +179,28 @@ fn duplicate_webhook_id_gets_200_and_no_second_invitation() {
     assert_eq!(service.report()["questionnaires"]["parent"]["invited"], 1);
 }
 
+/// A webhook id that comes back with another body is a new event under an
+/// old id: refused with 409, so the sender sees it, and nothing is written.
+#[test]
+fn reused_webhook_id_with_another_body_is_refused() {
+    let (_dir, _platform, service) = start();
+    let secret = &service.config.webhook_secrets[0];
+    let first = SignedWebhook::chat_ended(secret, "c-first");
+    assert_eq!(first.send(&service).0, 202);
+
+    let other_chat = SignedWebhook::chat_ended(secret, "c-second");
+    let reused = SignedWebhook::new(secret, &first.id, other_chat.body.clone());
+    assert_rejected(&service, &reused, 409, "webhook_id_reused");
+    assert_eq!(chats_stored(&service), 1, "the second chat is not stored");
+
+    // The original body under the same id is still a plain retry, and the
+    // second chat under its own id is accepted.
+    let (status, body) = first.send(&service);
+    assert_eq!((status, body["status"].clone()), (200, serde_json::json!("duplicate")));
+    assert_eq!(other_chat.send(&service).0, 202);
+    assert_eq!(chats_stored(&service), 2);
+}
+
 #[test]
 fn numeric_chat_id_is_its_decimal_string() {
     let (_dir, platform, service) = start();
@@ -374,6 +396,14 @@ fn platform_answers_arrive_by_webhook() {
         send("msg_answers_2", &body).0,
         200,
         "the same answers under a new id change nothing"
+    );
+    let mut other_body = body.clone();
+    other_body["data"]["comment"] = serde_json::json!("Een andere opmerking");
+    let (status, reply) = send("msg_answers_1", &other_body);
+    assert_eq!(
+        (status, reply["error"].clone()),
+        (409, serde_json::json!("webhook_id_reused")),
+        "same webhook id with another body"
     );
 
     let mut changed = body.clone();

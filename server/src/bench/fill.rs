@@ -177,6 +177,7 @@ pub fn write_chat(store: &Store, key: &PseudonymKey, number: usize, received_at:
     store
         .accept_chat(NewChat {
             webhook_id: recent.then_some(webhook_id.as_str()),
+            webhook_digest: None,
             chat_key: &chat_key,
             chat: &chat,
             invitations: &invitations,

@@ -107,7 +107,7 @@ async fn accept(state: &AppState, client: &ChatwootClient, conversation: &Value)
         "chatwoot-reconcile-{}",
         state.pseudonym_key.pseudonym("chat", &chat.chat_id)
     );
-    let acceptance = crate::intake::accept(state, &dedup_key, &chat)
+    let acceptance = crate::intake::accept(state, &dedup_key, None, &chat)
         .await
         .map_err(|error| error.to_string())?;
     Ok(usize::from(acceptance == crate::store::ChatAcceptance::New))

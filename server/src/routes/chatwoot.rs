@@ -61,9 +61,11 @@ pub async fn chatwoot_webhook(
     } else {
         format!("chatwoot-delivery-{delivery}")
     };
-    let status = match intake::accept(&state, &dedup_key, &chat).await? {
+    // No body digest: Chatwoot sends a conversation again with other fields,
+    // so its keys deduplicate by identity alone.
+    let status = match intake::accept(&state, &dedup_key, None, &chat).await? {
         ChatAcceptance::New => "accepted",
-        ChatAcceptance::DuplicateWebhook | ChatAcceptance::KnownChat => "duplicate",
+        ChatAcceptance::DuplicateWebhook | ChatAcceptance::WebhookIdReused | ChatAcceptance::KnownChat => "duplicate",
     };
     Ok(HttpResponse::Ok().json(json!({ "status": status })))
 }

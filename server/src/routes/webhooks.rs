@@ -10,6 +10,7 @@ use crate::routes::{parse_json_value, read_body};
 use crate::signature::{self, VerifyError};
 use crate::startup::AppState;
 use crate::store::ChatAcceptance;
+use crate::store::webhook_ids::{WebhookSeen, body_digest};
 
 /// Largest accepted webhook body.
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
@@ -41,11 +42,12 @@ pub async fn chat_ended(
     }
     let chat = parse_chat_ended(&event)?;
 
-    match intake::accept(&state, &id, &chat).await? {
+    match intake::accept(&state, &id, Some(body_digest(&body)), &chat).await? {
         ChatAcceptance::New => Ok(HttpResponse::Accepted().json(json!({ "status": "accepted" }))),
         ChatAcceptance::DuplicateWebhook => {
             Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "webhook-id already accepted" })))
         }
+        ChatAcceptance::WebhookIdReused => Err(webhook_id_reused()),
         ChatAcceptance::KnownChat => {
             Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "chat already known" })))
         }
@@ -332,6 +334,18 @@ fn parse_message_counts(value: Option<&Value>) -> Result<Option<(u64, u64)>, Api
     Ok(Some((count("parent")?, count("professional")?)))
 }
 
+/// `409` for a `webhook-id` that was accepted before with a different body.
+/// A retry sends the same body, so this is a new event under an old id, and
+/// dropping it as a duplicate would lose it silently.
+fn webhook_id_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "webhook_id_reused",
+        "this webhook-id was accepted before with a different body; \
+         send a retry with the same body, and a new event with a new webhook-id",
+    )
+}
+
 fn invalid_payload(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_payload", message)
 }
@@ -361,8 +375,15 @@ pub async fn questionnaire_answered(
         }
         None => return Err(invalid_payload("field \"type\" is missing or not a string")),
     }
-    if state.store.webhook_seen(&id)? {
-        return Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "webhook-id already accepted" })));
+    let digest = body_digest(&body);
+    match state.store.webhook_seen(&id, Some(digest))? {
+        WebhookSeen::New => {}
+        WebhookSeen::Retry => {
+            return Ok(
+                HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "webhook-id already accepted" }))
+            );
+        }
+        WebhookSeen::Reused => return Err(webhook_id_reused()),
     }
 
     let Some(data) = event.get("data").and_then(Value::as_object) else {
@@ -423,7 +444,7 @@ pub async fn questionnaire_answered(
         Err(UpdateError::Rejected(error)) => return Err(error),
         Err(UpdateError::Store(error)) => return Err(error.into()),
     };
-    state.store.remember_webhook(&id, now)?;
+    state.store.remember_webhook(&id, Some(digest), now)?;
     state.store.flush().await?;
     tracing::info!(webhook_id = %id, invitation = %invitation, "answers received from the platform");
 

@@ -20,13 +20,14 @@
 //! before it looks in sled, both under the inbox lock, so no duplicate slips
 //! through between the two.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::seen::SeenFilter;
+use super::webhook_ids::BodyDigest;
 
 /// Bytes of journal payload the inbox may hold before new webhooks wait.
 /// Roughly 2 KB per chat, so a burst of about 30 000 chats fits.
@@ -42,6 +43,8 @@ pub(super) const BATCH: usize = 256;
 pub(super) struct Entry {
     pub payload: Vec<u8>,
     pub webhook_id: Option<Box<str>>,
+    /// Digest of the webhook's body, compared when the id comes again.
+    pub webhook_digest: Option<BodyDigest>,
     /// The record key, set when the entry stores a new chat.
     pub chat_key: Option<Box<[u8]>>,
 }
@@ -50,7 +53,7 @@ pub(super) struct Entry {
 pub(super) struct Queue {
     pub entries: VecDeque<Entry>,
     bytes: usize,
-    webhook_ids: HashSet<Box<str>>,
+    webhook_ids: HashMap<Box<str>, Option<BodyDigest>>,
     chat_keys: HashSet<Box<[u8]>>,
     /// Entries ever pushed and ever written into sled; [`Inbox::settle`] waits for the second to reach the first.
     pushed: u64,
@@ -69,7 +72,7 @@ impl Queue {
         self.bytes += entry.payload.len();
         if let Some(webhook_id) = &entry.webhook_id {
             self.seen_webhooks.insert(webhook_id.as_bytes());
-            self.webhook_ids.insert(webhook_id.clone());
+            self.webhook_ids.insert(webhook_id.clone(), entry.webhook_digest);
         }
         if let Some(chat_key) = &entry.chat_key {
             self.seen_chats.insert(chat_key);
@@ -79,8 +82,10 @@ impl Queue {
         self.pushed += 1;
     }
 
-    pub fn has_webhook(&self, id: &str) -> bool {
-        self.webhook_ids.contains(id)
+    /// The body digest of a webhook id in the inbox: `None` when the id is
+    /// not there, `Some(None)` when it came without a digest.
+    pub fn webhook(&self, id: &str) -> Option<Option<BodyDigest>> {
+        self.webhook_ids.get(id).copied()
     }
 
     pub fn has_chat(&self, key: &[u8]) -> bool {
@@ -188,6 +193,7 @@ mod tests {
         Entry {
             payload: vec![0; bytes],
             webhook_id: Some(id.into()),
+            webhook_digest: None,
             chat_key: chat.map(|key| key.as_bytes().into()),
         }
     }
@@ -197,15 +203,15 @@ mod tests {
         let mut queue = Queue::default();
         queue.push(entry("msg_1", Some("chat-a"), 10));
         queue.push(entry("msg_2", None, 5));
-        assert!(queue.has_webhook("msg_1"));
-        assert!(queue.has_webhook("msg_2"));
+        assert_eq!(queue.webhook("msg_1"), Some(None));
+        assert_eq!(queue.webhook("msg_2"), Some(None));
         assert!(queue.has_chat(b"chat-a"));
         assert!(!queue.has_chat(b"chat-b"));
 
         let drained: Vec<Entry> = queue.entries.drain(..).collect();
-        assert!(queue.has_webhook("msg_1"), "drained but not applied yet");
+        assert!(queue.webhook("msg_1").is_some(), "drained but not applied yet");
         queue.applied(&drained);
-        assert!(!queue.has_webhook("msg_1"));
+        assert_eq!(queue.webhook("msg_1"), None);
         assert!(!queue.has_chat(b"chat-a"));
         assert_eq!((queue.pushed, queue.applied, queue.bytes), (2, 2, 0));
     }

@@ -8,7 +8,7 @@
 //! - `chat_facts`: record key → receive time and report facts (see
 //!   [`chat_value::facts_value`]). These values are small, so the scans at
 //!   open and for the retention purge read little.
-//! - `webhook_ids`: accepted `webhook-id` → receive time (big-endian millis)
+//! - `webhook_ids`: accepted `webhook-id` → receive time and body digest (see [`webhook_ids`])
 //! - `queue`: due time (big-endian millis) ++ invitation id → [`QueuedDelivery`]
 //! - `dead`: invitation id → [`QueuedDelivery`] that will not be retried by itself
 //! - `meta`: store-wide values such as the first start time
@@ -28,6 +28,7 @@ mod journal;
 mod migrate;
 pub mod records;
 mod seen;
+pub mod webhook_ids;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -44,6 +45,7 @@ use crate::token::InvitationId;
 use chat_value::{KEY_BYTES, Salt, StoredChat};
 use journal::{Journal, Op, TreeId};
 use records::{ChatRecord, InvitationRecord, Millis, QueuedDelivery};
+use webhook_ids::{BodyDigest, WebhookSeen};
 
 /// A store failure: an I/O error or a damaged record. Shown to HTTP clients
 /// only as an opaque 500.
@@ -163,8 +165,10 @@ impl Drop for Flusher {
 pub enum ChatAcceptance {
     /// A new chat with its two invitations queued.
     New,
-    /// The `webhook-id` was accepted before; nothing changed.
+    /// The `webhook-id` was accepted before with the same body; nothing changed.
     DuplicateWebhook,
+    /// The `webhook-id` was accepted before with a different body; nothing changed.
+    WebhookIdReused,
     /// Another webhook already brought this chat; its id is now remembered too.
     KnownChat,
 }
@@ -173,6 +177,9 @@ pub enum ChatAcceptance {
 pub struct NewChat<'a> {
     /// `None` only for chats written without a webhook (`bench --fill`).
     pub webhook_id: Option<&'a str>,
+    /// Digest of the webhook's body, when the sender promises the same body
+    /// for every retry (Standard Webhooks); see [`webhook_ids`].
+    pub webhook_digest: Option<BodyDigest>,
     pub chat_key: &'a str,
     pub chat: &'a ChatRecord,
     /// Empty for an ineligible chat, which gets no invitations.
@@ -577,7 +584,7 @@ impl Store {
     /// store that has it has the rest. Not durable until [`Store::flush`];
     /// in sled once the applier has taken it from the inbox (see [`Store::settle`]).
     pub fn accept_chat(&self, new: NewChat<'_>) -> Result<ChatAcceptance, StoreError> {
-        let received = new.now.to_be_bytes();
+        let received = webhook_ids::value(new.now, new.webhook_digest.as_ref());
         let record_key = self.record_key(new.chat_key);
         let stored = StoredChat {
             key: new.chat_key.into(),
@@ -614,10 +621,12 @@ impl Store {
         }
 
         let mut queue = self.shared.inbox.lock();
-        if let Some(webhook_id) = new.webhook_id
-            && self.has_webhook(&queue, webhook_id)?
-        {
-            return Ok(ChatAcceptance::DuplicateWebhook);
+        if let Some(webhook_id) = new.webhook_id {
+            match self.webhook_in(&queue, webhook_id, new.webhook_digest)? {
+                WebhookSeen::New => {}
+                WebhookSeen::Retry => return Ok(ChatAcceptance::DuplicateWebhook),
+                WebhookSeen::Reused => return Ok(ChatAcceptance::WebhookIdReused),
+            }
         }
         let known_chat = queue.has_chat(&record_key)
             || (queue.seen_chats.may_contain(&record_key) && self.records.contains_key(record_key)?);
@@ -634,6 +643,7 @@ impl Store {
         queue.push(inbox::Entry {
             payload,
             webhook_id: new.webhook_id.map(Into::into),
+            webhook_digest: new.webhook_digest,
             chat_key,
         });
         drop(queue);
@@ -641,24 +651,44 @@ impl Store {
         Ok(acceptance)
     }
 
-    /// Returns whether a webhook id was accepted before.
-    pub fn webhook_seen(&self, id: &str) -> Result<bool, StoreError> {
-        self.has_webhook(&self.shared.inbox.lock(), id)
+    /// Compares a webhook id and the digest of its body with the ids
+    /// accepted before.
+    pub fn webhook_seen(&self, id: &str, digest: Option<BodyDigest>) -> Result<WebhookSeen, StoreError> {
+        self.webhook_in(&self.shared.inbox.lock(), id, digest)
     }
 
     /// Looks for a webhook id in the inbox and, unless the filter rules it
     /// out, in sled. The caller has locked the inbox.
-    fn has_webhook(&self, queue: &inbox::Queue, id: &str) -> Result<bool, StoreError> {
-        Ok(queue.has_webhook(id)
-            || (queue.seen_webhooks.may_contain(id.as_bytes()) && self.webhook_ids.contains_key(id)?))
+    fn webhook_in(
+        &self,
+        queue: &inbox::Queue,
+        id: &str,
+        digest: Option<BodyDigest>,
+    ) -> Result<WebhookSeen, StoreError> {
+        let stored = match queue.webhook(id) {
+            Some(stored) => Some(stored),
+            None if queue.seen_webhooks.may_contain(id.as_bytes()) => {
+                self.webhook_ids.get(id)?.map(|value| webhook_ids::digest(&value))
+            }
+            None => None,
+        };
+        Ok(match stored {
+            None => WebhookSeen::New,
+            Some(stored) => WebhookSeen::of_accepted(stored, digest),
+        })
     }
 
-    /// Remembers an accepted webhook id; not durable until [`Store::flush`].
-    pub fn remember_webhook(&self, id: &str, now: Millis) -> Result<(), StoreError> {
+    /// Remembers an accepted webhook id and the digest of its body; not
+    /// durable until [`Store::flush`].
+    pub fn remember_webhook(&self, id: &str, digest: Option<BodyDigest>, now: Millis) -> Result<(), StoreError> {
         self.write(|writes| {
             // Into the filter first, so that no check can pass it while sled has the id.
             self.shared.inbox.lock().seen_webhooks.insert(id.as_bytes());
-            writes.insert(TreeId::WebhookIds, id.as_bytes(), &now.to_be_bytes())
+            writes.insert(
+                TreeId::WebhookIds,
+                id.as_bytes(),
+                &webhook_ids::value(now, digest.as_ref()),
+            )
         })
     }
 
@@ -669,7 +699,8 @@ impl Store {
         let mut old = Vec::new();
         for entry in self.webhook_ids.iter() {
             let (key, value) = entry?;
-            let received = value.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(0);
+            // A damaged value counts as old: the id goes, and nothing else depends on it.
+            let received = webhook_ids::received_at(&value).unwrap_or(0);
             if received < cutoff {
                 old.push(key);
             }
