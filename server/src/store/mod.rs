@@ -30,6 +30,7 @@ pub mod records;
 mod seen;
 pub mod webhook_ids;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
@@ -83,6 +84,67 @@ struct Shared {
     purge_lock: Mutex<()>,
     journal: Journal,
     inbox: inbox::Inbox,
+    /// Keys of the chat records written while [`Store::copy_to`] runs, so
+    /// the copy takes them again at its end; `None` while no copy runs.
+    copy_changes: Mutex<Option<HashSet<Vec<u8>>>>,
+}
+
+impl Shared {
+    /// Notes the chat records that `ops` wrote, while a copy runs. Called
+    /// under the write lock, after the ops reached sled.
+    fn note_copy_changes(&self, ops: &[Op<'_>]) {
+        let mut changes = self.copy_changes.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(changes) = changes.as_mut() else {
+            return;
+        };
+        for op in ops {
+            if let Op::Insert {
+                tree: TreeId::Records,
+                key,
+                ..
+            }
+            | Op::Remove {
+                tree: TreeId::Records,
+                key,
+            } = *op
+            {
+                changes.insert(key.to_vec());
+            }
+        }
+    }
+
+    fn copy_running(&self) -> bool {
+        self.copy_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+}
+
+/// Stops noting changes for a copy when the copy ends, also by an error.
+struct CopyChanges<'a>(&'a Shared);
+
+impl<'a> CopyChanges<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        *shared.copy_changes.lock().unwrap_or_else(PoisonError::into_inner) = Some(HashSet::new());
+        Self(shared)
+    }
+
+    /// Returns the keys noted so far and stops noting. Call under the write lock.
+    fn take(&self) -> HashSet<Vec<u8>> {
+        self.0
+            .copy_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CopyChanges<'_> {
+    fn drop(&mut self) {
+        self.take();
+    }
 }
 
 /// Inbox entries the applier writes in one sled transaction. Each
@@ -351,6 +413,7 @@ impl Store {
             purge_lock: Mutex::new(()),
             journal: Journal::open_empty(&journal_path)?,
             inbox: inbox::Inbox::default(),
+            copy_changes: Mutex::new(None),
         });
         let sink = Sink {
             db: db.clone(),
@@ -522,6 +585,11 @@ impl Store {
         if !writes.payload.is_empty() {
             apply_payload(&self.sink.trees, Some(&self.live), &writes.payload)?;
             self.shared.journal.append(&writes.payload);
+            if self.shared.copy_running()
+                && let Some(ops) = journal::parse_ops(&writes.payload)
+            {
+                self.shared.note_copy_changes(&ops);
+            }
         }
         Ok(outcome)
     }
@@ -1109,16 +1177,20 @@ impl Store {
     }
 
     /// Copies every tree into a new store in `dir`, which must not hold a
-    /// store yet, and flushes it. A chat's record contains its invitations, and
-    /// the copy's report facts are computed from the copied records, so
-    /// every chat in the copy is whole and counted as its record says.
-    /// Queued and dead-lettered deliveries are copied only with their chat.
-    /// Returns the number of chats copied.
+    /// store yet, and flushes it. Returns the number of chats copied.
     ///
-    /// NOTE: the copy is taken while the service runs, tree by tree, not as
-    /// one snapshot, so a chat accepted during the copy may be missing from it.
-    /// A retention purge waits until the copy is done, because a chat purged
-    /// between the copy of the records and that of the totals would be in both.
+    /// The copy is taken while the service runs and is consistent as of its
+    /// last step. The records are copied first, without blocking writers,
+    /// while every record written meanwhile is noted. The last step holds
+    /// the write lock: it copies the noted records again, then the queued
+    /// and dead-lettered deliveries and `meta`. So a delivery that completes
+    /// during the copy is neither pending without a queue entry nor queued
+    /// twice. The copy's report facts are computed from its records, and
+    /// deliveries are copied only with their chat, so a restored service
+    /// never posts an invitation for a chat it lacks. A retention purge
+    /// waits until the copy is done, so no purged chat is in both the
+    /// records and the totals. Chats still in the inbox at the last step are
+    /// not in the copy, and neither are their webhook ids.
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
         let _no_purge = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.settle();
@@ -1128,28 +1200,22 @@ impl Store {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let trees = [
-            ("chat_records", &self.records),
-            ("invitation_aliases", &self.aliases),
-            ("totals", &self.totals),
-            ("queue", &self.queue),
-            ("dead", &self.dead),
-            ("webhook_ids", &self.webhook_ids),
-            ("meta", &self.meta),
-        ];
+        let changes = CopyChanges::start(&self.shared);
         let copy_facts = copy.open_tree("chat_facts")?;
         let copy_records = copy.open_tree("chat_records")?;
         let mut chats = 0;
-        for (name, tree) in trees {
+        for (name, tree) in [
+            ("chat_records", &self.records),
+            ("invitation_aliases", &self.aliases),
+            ("totals", &self.totals),
+            ("webhook_ids", &self.webhook_ids),
+        ] {
             let target = copy.open_tree(name)?;
             let mut batch = sled::Batch::default();
             let mut facts_batch = sled::Batch::default();
             let mut pending = 0;
             for entry in tree.iter() {
                 let (key, value) = entry?;
-                if matches!(name, "queue" | "dead") && !self.chat_copied(&copy_records, &key, &value)? {
-                    continue;
-                }
                 if name == "chat_records" {
                     // The copy's facts come from the copied record, so the
                     // two agree even when an answer arrives during the copy.
@@ -1167,6 +1233,34 @@ impl Store {
             target.apply_batch(batch)?;
             copy_facts.apply_batch(facts_batch)?;
         }
+
+        let write_guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in changes.take() {
+            let had = copy_records.contains_key(&key)?;
+            match self.records.get(&key)? {
+                Some(value) => {
+                    copy_facts.insert(&key, chat_value::facts_value(&decode_chat(&key, &value)?))?;
+                    copy_records.insert(&key, value)?;
+                    chats += usize::from(!had);
+                }
+                None => {
+                    copy_facts.remove(&key)?;
+                    copy_records.remove(&key)?;
+                    chats -= usize::from(had);
+                }
+            }
+        }
+        for (name, tree) in [("queue", &self.queue), ("dead", &self.dead), ("meta", &self.meta)] {
+            let target = copy.open_tree(name)?;
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                if name != "meta" && !self.chat_copied(&copy_records, &key, &value)? {
+                    continue;
+                }
+                target.insert(key, value)?;
+            }
+        }
+        drop(write_guard);
         copy.flush()?;
         Ok(chats)
     }
@@ -1319,6 +1413,7 @@ impl Sink {
             if let Err(error) = apply_ops(&self.trees, Some(&self.live), &ops) {
                 return (done, Err(error));
             }
+            self.shared.note_copy_changes(&ops);
             done += group.len();
         }
         (done, Ok(()))
