@@ -124,6 +124,8 @@ fn write_old_store(dir: &std::path::Path) -> Vec<(String, ChatRecord, [Invitatio
     };
     dead.insert(dead_one.id.as_str(), serde_json::to_vec(&delivery).unwrap())
         .unwrap();
+    // Every chat has facts, as the last version of the earlier format marked.
+    db.open_tree("meta").unwrap().insert("facts_version", &[1]).unwrap();
     db.flush().unwrap();
     written
 }
@@ -331,4 +333,60 @@ fn ineligible_chat_moves_without_invitations() {
     };
     let built = report::build_with(&store, &ReportFilter::default(), now_millis(), &options).expect("report builds");
     assert_eq!(built.chats_ineligible, 1);
+}
+
+/// A retention purge of the earlier format folded a chat into the totals
+/// first and then deleted its invitations, facts and chat one by one, so a
+/// crash could leave the chat without some of them. Such a chat is counted
+/// in the totals already and must not move, or it would be counted twice.
+#[test]
+fn half_purged_chats_stay_behind() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let written = write_old_store(dir.path());
+    let without_parent = &written[3];
+    let without_invitations = &written[4];
+    let without_facts = &written[5];
+    {
+        let db = open_sled(dir.path());
+        let invitations = db.open_tree("invitations").unwrap();
+        invitations.remove(without_parent.2[0].id.as_str()).unwrap();
+        for invitation in &without_invitations.2 {
+            invitations.remove(invitation.id.as_str()).unwrap();
+        }
+        for invitation in &without_facts.2 {
+            invitations.remove(invitation.id.as_str()).unwrap();
+        }
+        db.open_tree("facts").unwrap().remove(&without_facts.0).unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = open_store(dir.path());
+    assert_eq!(store.chat_count(), CHATS - 3);
+    for (key, _, _) in [without_parent, without_invitations, without_facts] {
+        assert_eq!(store.chat(key).unwrap(), None, "{key} moved");
+    }
+    assert_eq!(
+        store.invitation(&without_parent.2[1].id).unwrap(),
+        None,
+        "the invitation its purge had not reached yet goes too"
+    );
+    assert!(store.chat(&written[6].0).unwrap().is_some(), "whole chats move");
+}
+
+/// Before report facts existed, no chat had facts and nothing was purged,
+/// so chats without facts move as before.
+#[test]
+fn chats_without_facts_move_from_stores_before_facts() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let written = write_old_store(dir.path());
+    {
+        let db = open_sled(dir.path());
+        db.open_tree("meta").unwrap().remove("facts_version").unwrap();
+        db.open_tree("facts").unwrap().clear().unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = open_store(dir.path());
+    assert_eq!(store.chat_count(), CHATS);
+    assert_eq!(store.chat(&written[5].0).unwrap().as_ref(), Some(&written[5].1));
 }

@@ -5,12 +5,15 @@ use std::time::Instant;
 
 use super::chat_value::{self, Salt, StoredChat};
 use super::journal::TreeId;
-use super::records::{ChatRecord, InvitationRecord, QueuedDelivery};
+use super::records::{ChatRecord, QueuedDelivery};
 use super::{StoreError, TREE_NAMES, TREES, decode};
 
 /// Present in `meta` once every chat is in `chat_records`.
 const DONE_KEY: &[u8] = b"chat_records_version";
 const SALT_KEY: &[u8] = b"record_salt";
+/// Present in `meta` of an earlier-format store once every chat had report
+/// facts; the retention purge came with them.
+const FACTS_VERSION_KEY: &[u8] = b"facts_version";
 /// Chats written into sled at a time.
 const BATCH: usize = 1_000;
 /// Chats between two progress lines in the log.
@@ -61,6 +64,9 @@ fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result
     let (records, aliases) = (tree(TreeId::Records), tree(TreeId::Aliases));
     let chat_facts = tree(TreeId::ChatFacts);
     let (chats, invitations) = (tree(TreeId::Chats), tree(TreeId::Invitations));
+    let old_facts = tree(TreeId::Facts);
+    // Set once every chat had facts; stores from before it never purged.
+    let facts_complete = tree(TreeId::Meta).get(FACTS_VERSION_KEY)?.is_some();
     let started = Instant::now();
     records.clear()?;
     aliases.clear()?;
@@ -82,6 +88,7 @@ fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result
     let mut facts_batch = sled::Batch::default();
     let mut pending = 0;
     let mut moved = 0u64;
+    let mut half_purged = 0u64;
     for (record_key, key) in order {
         let Some(value) = chats.get(&key)? else {
             continue;
@@ -94,10 +101,17 @@ fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result
         };
         for id in [&stored.chat.parent_invitation, &stored.chat.professional_invitation] {
             if let Some(bytes) = invitations.get(id.as_str())? {
-                let invitation: InvitationRecord = decode(id.as_str().as_bytes(), &bytes)?;
-                aliases.insert(invitation.id.as_str().as_bytes(), &record_key[..])?;
-                stored.invitations.push(invitation);
+                stored.invitations.push(decode(id.as_str().as_bytes(), &bytes)?);
             }
+        }
+        if facts_complete && purge_started(&stored, old_facts.contains_key(&key)?) {
+            // Its purge had folded it into the totals already, so moving it
+            // would count it twice.
+            half_purged += 1;
+            continue;
+        }
+        for invitation in &stored.invitations {
+            aliases.insert(invitation.id.as_str().as_bytes(), &record_key[..])?;
         }
 
         facts_batch.insert(&record_key[..], chat_value::facts_value(&stored));
@@ -121,6 +135,12 @@ fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result
 
     chat_facts.apply_batch(facts_batch)?;
     records.apply_batch(batch)?;
+    if half_purged > 0 {
+        tracing::warn!(
+            chats = half_purged,
+            "left out chats whose retention purge a crash had interrupted; the totals count them already"
+        );
+    }
     remove_orphan_deliveries(trees)?;
     db.flush()?;
     tracing::info!(
@@ -129,6 +149,20 @@ fn move_chats(db: &sled::Db, trees: &[sled::Tree; TREES], salt: &Salt) -> Result
         "moved every chat into one record"
     );
     Ok(())
+}
+
+/// Returns whether the earlier format had started to purge this chat when
+/// it stopped. Its purge folded the chat into the totals first, then
+/// deleted the invitations, the facts and the chat, each on its own, so a
+/// crash could leave a prefix. Accepting wrote the invitations and facts
+/// before the chat, so in a store whose chats all had facts, a chat
+/// without its facts, or an eligible chat without both invitations, is
+/// left from a purge.
+///
+/// NOTE: a purge that stopped right after the fold left the chat whole, so
+/// it cannot be detected, and such a chat is counted twice.
+fn purge_started(stored: &StoredChat, has_facts: bool) -> bool {
+    !has_facts || (stored.chat.eligible && stored.invitations.len() < 2)
 }
 
 /// Deletes queued and dead-lettered deliveries whose invitation did not
