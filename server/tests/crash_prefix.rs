@@ -8,16 +8,19 @@
 //! `ALLIANCE_CRASH_MODE` set, waits until the child has written its changes
 //! into sled without flushing them, and kills it.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use alliance::bench::fill::write_chat;
-use alliance::questionnaire::{ITEM_COUNT, Rating, Role};
+use alliance::questionnaire::{ITEM_COUNT, Rating};
 use alliance::report::{self, ReportFilter, ReportOptions};
 use alliance::startup::now_millis;
-use alliance::store::records::{Answer, ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
-use alliance::store::{NewChat, Store};
+use alliance::store::Store;
+use alliance::store::records::{Answer, Response};
 use alliance::token::{PseudonymKey, ServerKey};
+use common::ChatBuilder;
 
 const CACHE: u64 = 16 << 20;
 const DAY: i64 = 24 * 3_600_000;
@@ -122,57 +125,16 @@ fn accept(store: &Store, number: usize, professional_answered: bool) {
     let now = now_millis();
     let chat_key = format!("chat-{number}");
     let ids = [store.new_invitation_id(&chat_key), store.new_invitation_id(&chat_key)];
-    let roles = [Role::Parent, Role::Professional];
-    let chat = ChatRecord {
-        received_at: now,
-        ended_at: "2022-07-01T10:14:31Z".into(),
-        organization: Some("GGD A".into()),
-        topic: None,
-        child_age_group: None,
-        locale: "nl".into(),
-        eligible: true,
-        parent_invitation: ids[0].clone(),
-        professional_invitation: ids[1].clone(),
-        professional_participant: None,
-        professional_unassigned: false,
-    };
-    let invitations = [0, 1].map(|n| InvitationRecord {
-        id: ids[n].clone(),
-        chat: chat_key.clone(),
-        role: roles[n],
-        locale: "nl".into(),
-        created_at: now,
-        expires_at: now + DAY,
-        delivery: DeliveryStatus::Pending,
-        delivered_at: None,
-        response: if professional_answered && roles[n] == Role::Professional {
-            all_answers(now)
-        } else {
-            Response::default()
-        },
-    });
-    let deliveries = [0, 1].map(|n| QueuedDelivery {
-        invitation_id: ids[n].clone(),
-        role: roles[n],
-        chat_id: format!("raw-{number}"),
-        participant_id: format!("participant-{n}"),
-        locale: "nl".into(),
-        attempts: 0,
-        created_at: now,
-        next_attempt_at: now,
-        last_error: None,
-    });
-    store
-        .accept_chat(NewChat {
-            webhook_id: Some(&format!("msg_{number}")),
-            webhook_digest: None,
-            chat_key: &chat_key,
-            chat: &chat,
-            invitations: &invitations,
-            deliveries: &deliveries,
-            now,
-        })
-        .expect("accepted");
+    let mut chat = ChatBuilder::new(&chat_key)
+        .at(now)
+        .invitation_ids(ids)
+        .webhook(&format!("msg_{number}"), None)
+        .organization("GGD A")
+        .expires_after(DAY);
+    if professional_answered {
+        chat = chat.professional_response(all_answers(now));
+    }
+    chat.accept(store);
 }
 
 /// Fills a store in `dir` with [`STORED_CHATS`] chats, each with its

@@ -2,15 +2,18 @@
 //! deduplication must see them there, reads must wait for them, and closing
 //! the store must write them.
 
+mod common;
+
 use std::sync::Arc;
 
 use alliance::questionnaire::Role;
 use alliance::report::{self, ReportFilter, ReportOptions};
 use alliance::startup::now_millis;
-use alliance::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
+use alliance::store::records::QueuedDelivery;
 use alliance::store::webhook_ids::{BodyDigest, WebhookSeen, body_digest};
-use alliance::store::{ChatAcceptance, NewChat, Store};
+use alliance::store::{ChatAcceptance, Store};
 use alliance::token::InvitationId;
+use common::ChatBuilder;
 
 const CACHE: u64 = 16 << 20;
 
@@ -21,55 +24,7 @@ fn accept(store: &Store, webhook: &str, chat: &str) -> ChatAcceptance {
 }
 
 fn accept_with_digest(store: &Store, webhook: &str, digest: Option<BodyDigest>, chat: &str) -> ChatAcceptance {
-    let now = now_millis();
-    let ids = [InvitationId::generate(), InvitationId::generate()];
-    let record = ChatRecord {
-        received_at: now,
-        ended_at: "2022-07-01T10:14:31Z".into(),
-        organization: None,
-        topic: None,
-        child_age_group: None,
-        locale: "nl".into(),
-        eligible: true,
-        parent_invitation: ids[0].clone(),
-        professional_invitation: ids[1].clone(),
-        professional_participant: None,
-        professional_unassigned: false,
-    };
-    let roles = [Role::Parent, Role::Professional];
-    let invitations = [0, 1].map(|n| InvitationRecord {
-        id: ids[n].clone(),
-        chat: chat.into(),
-        role: roles[n],
-        locale: "nl".into(),
-        created_at: now,
-        expires_at: now + 3_600_000,
-        delivery: DeliveryStatus::Pending,
-        delivered_at: None,
-        response: Response::default(),
-    });
-    let deliveries = [0, 1].map(|n| QueuedDelivery {
-        invitation_id: ids[n].clone(),
-        role: roles[n],
-        chat_id: format!("raw-{chat}"),
-        participant_id: format!("participant-{n}"),
-        locale: "nl".into(),
-        attempts: 0,
-        created_at: now,
-        next_attempt_at: now,
-        last_error: None,
-    });
-    store
-        .accept_chat(NewChat {
-            webhook_id: Some(webhook),
-            webhook_digest: digest,
-            chat_key: chat,
-            chat: &record,
-            invitations: &invitations,
-            deliveries: &deliveries,
-            now,
-        })
-        .expect("accepted")
+    ChatBuilder::new(chat).webhook(webhook, digest).accept(store)
 }
 
 fn reported_chats(store: &Store) -> u64 {

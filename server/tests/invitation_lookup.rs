@@ -2,53 +2,22 @@
 //! id carries, or through an alias for ids made before one record per
 //! chat. An id must find only its own invitation.
 
+mod common;
+
 use alliance::questionnaire::Role;
-use alliance::startup::now_millis;
-use alliance::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, Response};
-use alliance::store::{NewChat, Store, UpdateError};
+use alliance::store::{Store, UpdateError};
 use alliance::token::InvitationId;
+use common::ChatBuilder;
 
 const CACHE: u64 = 16 << 20;
 
-/// Stores chat `chat_key` with invitations under `ids` and returns them.
+/// Stores chat `chat_key` with invitations under `ids`, without a webhook id
+/// or queued deliveries, and returns the ids.
 fn store_chat(store: &Store, chat_key: &str, ids: [InvitationId; 2]) -> [InvitationId; 2] {
-    let now = now_millis();
-    let chat = ChatRecord {
-        received_at: now,
-        ended_at: "2022-07-01T10:14:31Z".into(),
-        organization: None,
-        topic: None,
-        child_age_group: None,
-        locale: "nl".into(),
-        eligible: true,
-        parent_invitation: ids[0].clone(),
-        professional_invitation: ids[1].clone(),
-        professional_participant: None,
-        professional_unassigned: false,
-    };
-    let roles = [Role::Parent, Role::Professional];
-    let invitations = [0, 1].map(|n| InvitationRecord {
-        id: ids[n].clone(),
-        chat: chat_key.into(),
-        role: roles[n],
-        locale: "nl".into(),
-        created_at: now,
-        expires_at: now + 3_600_000,
-        delivery: DeliveryStatus::Pending,
-        delivered_at: None,
-        response: Response::default(),
-    });
-    store
-        .accept_chat(NewChat {
-            webhook_id: None,
-            webhook_digest: None,
-            chat_key,
-            chat: &chat,
-            invitations: &invitations,
-            deliveries: &[],
-            now,
-        })
-        .expect("accepted");
+    ChatBuilder::new(chat_key)
+        .invitation_ids(ids.clone())
+        .without_deliveries()
+        .accept(store);
     ids
 }
 
