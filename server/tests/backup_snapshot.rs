@@ -2,69 +2,24 @@
 //! in the copy, every pending invitation has exactly one queue entry, every
 //! dead one a dead letter, and no delivered one is queued.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use alliance::questionnaire::Role;
 use alliance::startup::now_millis;
-use alliance::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
-use alliance::store::{ChatAcceptance, NewChat, Store};
+use alliance::store::records::DeliveryStatus;
+use alliance::store::{ChatAcceptance, Store};
+use common::ChatBuilder;
 
 const CACHE: u64 = 16 << 20;
 const CHATS: usize = 3_000;
 
-/// Accepts chat `chat` with both invitations queued.
+/// Accepts chat `chat` with both invitations queued, under ids that carry its record key.
 fn accept(store: &Store, chat: &str) {
-    let now = now_millis();
     let ids = [store.new_invitation_id(chat), store.new_invitation_id(chat)];
-    let record = ChatRecord {
-        received_at: now,
-        ended_at: "2022-07-01T10:14:31Z".into(),
-        organization: None,
-        topic: None,
-        child_age_group: None,
-        locale: "nl".into(),
-        eligible: true,
-        parent_invitation: ids[0].clone(),
-        professional_invitation: ids[1].clone(),
-        professional_participant: None,
-        professional_unassigned: false,
-    };
-    let roles = [Role::Parent, Role::Professional];
-    let invitations = [0, 1].map(|n| InvitationRecord {
-        id: ids[n].clone(),
-        chat: chat.into(),
-        role: roles[n],
-        locale: "nl".into(),
-        created_at: now,
-        expires_at: now + 3_600_000,
-        delivery: DeliveryStatus::Pending,
-        delivered_at: None,
-        response: Response::default(),
-    });
-    let deliveries = [0, 1].map(|n| QueuedDelivery {
-        invitation_id: ids[n].clone(),
-        role: roles[n],
-        chat_id: format!("raw-{chat}"),
-        participant_id: format!("participant-{n}"),
-        locale: "nl".into(),
-        attempts: 0,
-        created_at: now,
-        next_attempt_at: now,
-        last_error: None,
-    });
-    let acceptance = store
-        .accept_chat(NewChat {
-            webhook_id: None,
-            webhook_digest: None,
-            chat_key: chat,
-            chat: &record,
-            invitations: &invitations,
-            deliveries: &deliveries,
-            now,
-        })
-        .expect("accepted");
+    let acceptance = ChatBuilder::new(chat).invitation_ids(ids).accept(store);
     assert_eq!(acceptance, ChatAcceptance::New);
 }
 
