@@ -4,7 +4,7 @@
 use crate::questionnaire::Role;
 use crate::startup::AppState;
 use crate::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
-use crate::store::webhook_ids::BodyDigest;
+use crate::store::webhook_ids::EventDigest;
 use crate::store::{ChatAcceptance, NewChat, StoreError};
 use crate::token::InvitationId;
 
@@ -33,13 +33,13 @@ pub struct EndedChat {
 
 /// Stores the chat and, when it is eligible, its two invitations and queued
 /// deliveries, deduplicated on `dedup_key` and on the chat; then flushes.
-/// `digest` is the digest of the webhook body when the sender sends the same
-/// body on every retry, so a `dedup_key` that comes back with another body
+/// `digest` is the digest of the webhook event when the sender sends the same
+/// event on every retry, so a `dedup_key` that comes back with another event
 /// is rejected. Returns only after the write is on disk.
 pub async fn accept(
     state: &AppState,
     dedup_key: &str,
-    digest: Option<BodyDigest>,
+    digest: Option<EventDigest>,
     chat: &EndedChat,
 ) -> Result<ChatAcceptance, StoreError> {
     let now = state.now_millis();
@@ -132,7 +132,7 @@ pub async fn accept(
         ChatAcceptance::DuplicateWebhook => tracing::info!(dedup_key, "event already accepted"),
         ChatAcceptance::WebhookIdReused => tracing::warn!(
             dedup_key,
-            "rejected an event whose webhook id was accepted before with a different body"
+            "rejected an event whose webhook id was accepted before with a different event"
         ),
         ChatAcceptance::KnownChat => tracing::info!(dedup_key, chat = chat_log, "chat already known"),
     }

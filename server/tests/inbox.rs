@@ -10,7 +10,7 @@ use alliance::questionnaire::Role;
 use alliance::report::{self, ReportFilter, ReportOptions};
 use alliance::startup::now_millis;
 use alliance::store::records::QueuedDelivery;
-use alliance::store::webhook_ids::{BodyDigest, WebhookSeen, body_digest};
+use alliance::store::webhook_ids::{EventDigest, WebhookSeen, body_digest};
 use alliance::store::{ChatAcceptance, Store};
 use alliance::token::InvitationId;
 use common::ChatBuilder;
@@ -23,7 +23,7 @@ fn accept(store: &Store, webhook: &str, chat: &str) -> ChatAcceptance {
     accept_with_digest(store, webhook, Some(body_digest(chat.as_bytes())), chat)
 }
 
-fn accept_with_digest(store: &Store, webhook: &str, digest: Option<BodyDigest>, chat: &str) -> ChatAcceptance {
+fn accept_with_digest(store: &Store, webhook: &str, digest: Option<EventDigest>, chat: &str) -> ChatAcceptance {
     ChatBuilder::new(chat).webhook(webhook, digest).accept(store)
 }
 

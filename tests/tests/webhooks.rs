@@ -193,10 +193,27 @@ fn reused_webhook_id_with_another_body_is_refused() {
     assert_rejected(&service, &reused, 409, "webhook_id_reused");
     assert_eq!(chats_stored(&service), 1, "the second chat is not stored");
 
-    // The original body under the same id is still a plain retry, and the
-    // second chat under its own id is accepted.
+    // The original body under the same id is still a plain retry, also when
+    // the sender formats it again (other key order, spaces), and the second
+    // chat under its own id is accepted.
     let (status, body) = first.send(&service);
     assert_eq!((status, body["status"].clone()), (200, serde_json::json!("duplicate")));
+    let event: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+    let reformatted = format!(
+        "{{ \"type\": {},\n  \"data\": {},\n  \"timestamp\": {} }}\n",
+        event["type"],
+        serde_json::to_string_pretty(&event["data"]).unwrap(),
+        event["timestamp"]
+    )
+    .into_bytes();
+    assert_ne!(reformatted, first.body);
+    let retry = SignedWebhook::new(secret, &first.id, reformatted);
+    let (status, body) = retry.send(&service);
+    assert_eq!(
+        (status, body["status"].clone()),
+        (200, serde_json::json!("duplicate")),
+        "{body}"
+    );
     assert_eq!(other_chat.send(&service).0, 202);
     assert_eq!(chats_stored(&service), 2);
 }

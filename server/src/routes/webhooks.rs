@@ -10,7 +10,7 @@ use crate::routes::{parse_json_value, read_body};
 use crate::signature::{self, VerifyError};
 use crate::startup::AppState;
 use crate::store::ChatAcceptance;
-use crate::store::webhook_ids::{WebhookSeen, body_digest};
+use crate::store::webhook_ids::{WebhookSeen, event_digest};
 
 /// Largest accepted webhook body.
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
@@ -42,7 +42,7 @@ pub async fn chat_ended(
     }
     let chat = parse_chat_ended(&event)?;
 
-    match intake::accept(&state, &id, Some(body_digest(&body)), &chat).await? {
+    match intake::accept(&state, &id, Some(event_digest(&event)), &chat).await? {
         ChatAcceptance::New => Ok(HttpResponse::Accepted().json(json!({ "status": "accepted" }))),
         ChatAcceptance::DuplicateWebhook => {
             Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "webhook-id already accepted" })))
@@ -334,15 +334,15 @@ fn parse_message_counts(value: Option<&Value>) -> Result<Option<(u64, u64)>, Api
     Ok(Some((count("parent")?, count("professional")?)))
 }
 
-/// `409` for a `webhook-id` that was accepted before with a different body.
-/// A retry sends the same body, so this is a new event under an old id, and
+/// `409` for a `webhook-id` that was accepted before with a different event.
+/// A retry sends the same event, so this is a new event under an old id, and
 /// dropping it as a duplicate would lose it silently.
 fn webhook_id_reused() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "webhook_id_reused",
-        "this webhook-id was accepted before with a different body; \
-         send a retry with the same body, and a new event with a new webhook-id",
+        "this webhook-id was accepted before with a different event; \
+         send a retry with the same event, and a new event with a new webhook-id",
     )
 }
 
@@ -375,7 +375,7 @@ pub async fn questionnaire_answered(
         }
         None => return Err(invalid_payload("field \"type\" is missing or not a string")),
     }
-    let digest = body_digest(&body);
+    let digest = event_digest(&event);
     match state.store.webhook_seen(&id, Some(digest))? {
         WebhookSeen::New => {}
         WebhookSeen::Retry => {

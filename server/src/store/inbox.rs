@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::seen::SeenFilter;
-use super::webhook_ids::BodyDigest;
+use super::webhook_ids::EventDigest;
 
 /// Bytes of journal payload the inbox may hold before new webhooks wait.
 /// Roughly 2 KB per chat, so a burst of about 30 000 chats fits.
@@ -43,8 +43,8 @@ pub(super) const BATCH: usize = 256;
 pub(super) struct Entry {
     pub payload: Vec<u8>,
     pub webhook_id: Option<Box<str>>,
-    /// Digest of the webhook's body, compared when the id comes again.
-    pub webhook_digest: Option<BodyDigest>,
+    /// Digest of the webhook's event, compared when the id comes again.
+    pub webhook_digest: Option<EventDigest>,
     /// The record key, set when the entry stores a new chat.
     pub chat_key: Option<Box<[u8]>>,
 }
@@ -53,7 +53,7 @@ pub(super) struct Entry {
 pub(super) struct Queue {
     pub entries: VecDeque<Entry>,
     bytes: usize,
-    webhook_ids: HashMap<Box<str>, Option<BodyDigest>>,
+    webhook_ids: HashMap<Box<str>, Option<EventDigest>>,
     chat_keys: HashSet<Box<[u8]>>,
     /// Entries ever pushed and ever written into sled; [`Inbox::settle`] waits for the second to reach the first.
     pushed: u64,
@@ -84,7 +84,7 @@ impl Queue {
 
     /// The body digest of a webhook id in the inbox: `None` when the id is
     /// not there, `Some(None)` when it came without a digest.
-    pub fn webhook(&self, id: &str) -> Option<Option<BodyDigest>> {
+    pub fn webhook(&self, id: &str) -> Option<Option<EventDigest>> {
         self.webhook_ids.get(id).copied()
     }
 

@@ -46,7 +46,7 @@ use crate::token::InvitationId;
 use chat_value::{KEY_BYTES, Salt, StoredChat};
 use journal::{Journal, Op, TreeId};
 use records::{ChatRecord, InvitationRecord, Millis, QueuedDelivery};
-use webhook_ids::{BodyDigest, WebhookSeen};
+use webhook_ids::{EventDigest, WebhookSeen};
 
 /// A store failure: an I/O error or a damaged record. Shown to HTTP clients
 /// only as an opaque 500.
@@ -227,9 +227,9 @@ impl Drop for Flusher {
 pub enum ChatAcceptance {
     /// A new chat with its two invitations queued.
     New,
-    /// The `webhook-id` was accepted before with the same body; nothing changed.
+    /// The `webhook-id` was accepted before with the same event; nothing changed.
     DuplicateWebhook,
-    /// The `webhook-id` was accepted before with a different body; nothing changed.
+    /// The `webhook-id` was accepted before with a different event; nothing changed.
     WebhookIdReused,
     /// Another webhook already brought this chat; its id is now remembered too.
     KnownChat,
@@ -239,9 +239,9 @@ pub enum ChatAcceptance {
 pub struct NewChat<'a> {
     /// `None` only for chats written without a webhook (`bench --fill`).
     pub webhook_id: Option<&'a str>,
-    /// Digest of the webhook's body, when the sender promises the same body
+    /// Digest of the webhook's event, when the sender promises the same event
     /// for every retry (Standard Webhooks); see [`webhook_ids`].
-    pub webhook_digest: Option<BodyDigest>,
+    pub webhook_digest: Option<EventDigest>,
     pub chat_key: &'a str,
     pub chat: &'a ChatRecord,
     /// Empty for an ineligible chat, which gets no invitations.
@@ -719,9 +719,9 @@ impl Store {
         Ok(acceptance)
     }
 
-    /// Compares a webhook id and the digest of its body with the ids
+    /// Compares a webhook id and the digest of its event with the ids
     /// accepted before.
-    pub fn webhook_seen(&self, id: &str, digest: Option<BodyDigest>) -> Result<WebhookSeen, StoreError> {
+    pub fn webhook_seen(&self, id: &str, digest: Option<EventDigest>) -> Result<WebhookSeen, StoreError> {
         self.webhook_in(&self.shared.inbox.lock(), id, digest)
     }
 
@@ -731,7 +731,7 @@ impl Store {
         &self,
         queue: &inbox::Queue,
         id: &str,
-        digest: Option<BodyDigest>,
+        digest: Option<EventDigest>,
     ) -> Result<WebhookSeen, StoreError> {
         let stored = match queue.webhook(id) {
             Some(stored) => Some(stored),
@@ -746,9 +746,9 @@ impl Store {
         })
     }
 
-    /// Remembers an accepted webhook id and the digest of its body; not
+    /// Remembers an accepted webhook id and the digest of its event; not
     /// durable until [`Store::flush`].
-    pub fn remember_webhook(&self, id: &str, digest: Option<BodyDigest>, now: Millis) -> Result<(), StoreError> {
+    pub fn remember_webhook(&self, id: &str, digest: Option<EventDigest>, now: Millis) -> Result<(), StoreError> {
         self.write(|writes| {
             // Into the filter first, so that no check can pass it while sled has the id.
             self.shared.inbox.lock().seen_webhooks.insert(id.as_bytes());

@@ -8,7 +8,7 @@
 use alliance::questionnaire::Role;
 use alliance::startup::now_millis;
 use alliance::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, Millis, QueuedDelivery, Response};
-use alliance::store::webhook_ids::BodyDigest;
+use alliance::store::webhook_ids::EventDigest;
 use alliance::store::{ChatAcceptance, NewChat, Store};
 use alliance::token::InvitationId;
 
@@ -28,7 +28,7 @@ pub struct ChatBuilder {
     now: Millis,
     invitation_ids: Option<[InvitationId; 2]>,
     webhook_id: Option<String>,
-    webhook_digest: Option<BodyDigest>,
+    webhook_digest: Option<EventDigest>,
     organization: Option<String>,
     expires_after: Millis,
     professional_response: Response,
@@ -66,7 +66,7 @@ impl ChatBuilder {
 
     /// Sets the `webhook-id` the chat arrives under and the digest of the
     /// webhook's body. A `None` digest matches any body on a retry.
-    pub fn webhook(mut self, id: &str, digest: Option<BodyDigest>) -> Self {
+    pub fn webhook(mut self, id: &str, digest: Option<EventDigest>) -> Self {
         self.webhook_id = Some(id.into());
         self.webhook_digest = digest;
         self
