@@ -3,7 +3,7 @@
 //!
 //! A sender retries an event with the same id and the same content. An id that
 //! comes back with another event is a sender fault: a new event under an old
-//! id, which deduplication would drop silently. The digest tells the two
+//! id, which deduplication would drop silently. The digest distinguishes the two
 //! apart, so the service rejects the second with `409`, as payment APIs
 //! reject an idempotency key reused with other parameters.
 //!
@@ -36,7 +36,7 @@ pub fn body_digest(body: &[u8]) -> EventDigest {
     digest
 }
 
-/// How a `webhook-id` compares with the ids accepted before.
+/// Result of comparing a `webhook-id` with the ids accepted before.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WebhookSeen {
     /// Not accepted before.
