@@ -3,8 +3,8 @@
 //!
 //! A sender retries an event with the same id and the same content. An id that
 //! comes back with another event is a sender fault: a new event under an old
-//! id, which deduplication would drop silently. The digest distinguishes the two
-//! apart, so the service rejects the second with `409`, as payment APIs
+//! id, which deduplication would drop silently. The digest distinguishes
+//! the two, so the service rejects the second with `409`, as payment APIs
 //! reject an idempotency key reused with other parameters.
 //!
 //! Value: `[receive time: i64 BE][first 16 bytes of SHA-256 of the event]`,
