@@ -1424,8 +1424,8 @@ fn replayed_webhook_id_changes_nothing() {
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.json["status"], "duplicate");
 
-    // The same webhook-id with another chat in a freshly signed body is
-    // still a repeat: the id decides, so the second chat is not stored.
+    // The same webhook-id with another chat in a freshly signed body is a
+    // new event under an old id: rejected, and the second chat is not stored.
     let second = Context {
         chat_id: "replay-second".into(),
         conversation_id: 0,
@@ -1440,8 +1440,8 @@ fn replayed_webhook_id_changes_nothing() {
         .header("webhook-timestamp", &second.now.to_string())
         .header("webhook-signature", &signature);
     let response = send_raw(port, &reused).unwrap();
-    assert_eq!(response.status, 200, "{}", response.text);
-    assert_eq!(response.json["status"], "duplicate");
+    assert_eq!(response.status, 409, "{}", response.text);
+    assert_eq!(response.json["error"], "webhook_id_reused");
 
     assert_eq!(harness.chats(), 1);
     thread::sleep(Duration::from_millis(1000));
