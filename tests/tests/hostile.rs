@@ -19,6 +19,8 @@ struct Case {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     expected: &'static [u16],
+    /// Whether the path is an HTML page, so every response must be HTML.
+    page: bool,
 }
 
 fn case(name: impl Into<String>, method: Method, path: impl Into<String>, expected: &'static [u16]) -> Case {
@@ -29,6 +31,7 @@ fn case(name: impl Into<String>, method: Method, path: impl Into<String>, expect
         headers: Vec::new(),
         body: Vec::new(),
         expected,
+        page: false,
     }
 }
 
@@ -40,6 +43,11 @@ impl Case {
 
     fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
+        self
+    }
+
+    fn page(mut self) -> Self {
+        self.page = true;
         self
     }
 
@@ -301,6 +309,42 @@ fn hostile_requests_get_4xx_and_change_nothing() {
     ));
     cases.push(case("widget unknown", Method::GET, "/widget/evil.js", not_found));
     cases.push(case("bad query", Method::GET, "/widget/page.css?v=%ZZ", &[200, 400]));
+    cases.push(
+        case(
+            "dashboard repeated from",
+            Method::GET,
+            "/report?from=2022-01-01&from=2022-02-01",
+            bad_request,
+        )
+        .page(),
+    );
+    cases.push(
+        case(
+            "peer-review repeated lang",
+            Method::GET,
+            "/report/peer-review?lang=en&lang=nl",
+            bad_request,
+        )
+        .page(),
+    );
+    cases.push(
+        case(
+            "dashboard value not UTF-8",
+            Method::GET,
+            "/report?organization=%FF%FE",
+            bad_request,
+        )
+        .page(),
+    );
+    cases.push(
+        case(
+            "page repeated lang",
+            Method::GET,
+            format!("/q/{token}?lang=en&lang=nl"),
+            &[200],
+        )
+        .page(),
+    );
 
     // Wrong methods and probes.
     cases.push(case("HEAD healthz", Method::HEAD, "/healthz", &[200]));
@@ -412,17 +456,20 @@ fn hostile_requests_get_4xx_and_change_nothing() {
                 built.name, built.expected
             ));
         }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if built.page && !content_type.starts_with("text/html") {
+            failures.push(format!("{}: a page answered with {content_type:?}", built.name));
+        }
         if status == 405 && response.headers().get("allow").is_none() {
             failures.push(format!("{}: 405 without an Allow header", built.name));
         }
         if status >= 400 {
             // Every error names its problem: JSON with error and message, or an HTML page.
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("")
-                .to_string();
             let body = response.text().unwrap_or_default();
             let named = if content_type.starts_with("application/json") {
                 serde_json::from_str::<serde_json::Value>(&body)

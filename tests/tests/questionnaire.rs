@@ -820,6 +820,31 @@ fn page_never_echoes_unsafe_token() {
 }
 
 #[test]
+fn page_lang_from_odd_query() {
+    let (_dir, _platform, service) = start();
+    // Each case: path and the page language. A query whose `lang` cannot be
+    // read gets the Dutch page, as an unknown `lang` value does.
+    let cases = [
+        ("/q/abc?lang=en", "en"),
+        ("/q/abc?lang=en&lang=en", "nl"),
+        ("/q/abc?lang=en&lang=nl", "nl"),
+        ("/q/abc?lang=%FF", "nl"),
+        ("/q/abc?utm_source=a&utm_source=b&x=%FF&l%61ng=en", "en"),
+        ("/console/chatwoot?lang=en", "en"),
+        ("/console/chatwoot?lang=en&lang=en", "nl"),
+        ("/console/chatwoot?x=%FF&lang=en", "en"),
+    ];
+    for (path, lang) in cases {
+        let response = client().get(service.url(path)).send().unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(content_type.starts_with("text/html"), "{path}: {content_type}");
+        let html = response.text().unwrap();
+        assert!(html.contains(&format!("<html lang=\"{lang}\">")), "{path}: {html}");
+    }
+}
+
+#[test]
 fn widget_script_is_javascript() {
     let (_dir, _platform, service) = start();
     let response = client()

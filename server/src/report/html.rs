@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::breakdown::Cell;
-use super::{Dimension, FilterError, Funnel, RatingCounts, Report, SuppressionReason, TableAgreement};
+use super::{Dimension, Funnel, RatingCounts, Report, SuppressionReason, TableAgreement};
 use crate::questionnaire::{Instrument, Lang, Rating, Role};
 
 /// Every text on the page in one language.
@@ -386,7 +386,7 @@ pub(crate) fn leaves_out_cause(reason: Option<&SuppressionReason>, lang: Lang) -
 }
 
 /// Returns the name of a filter dimension as it reads inside a sentence.
-fn dimension_name(dimension: Dimension, lang: Lang) -> &'static str {
+pub(super) fn dimension_name(dimension: Dimension, lang: Lang) -> &'static str {
     match (lang, dimension) {
         (Lang::Nl, Dimension::Organization) => "organisatie",
         (Lang::Nl, Dimension::Topic) => "onderwerp",
@@ -1096,92 +1096,6 @@ fn odds_section(page: &mut String, report: &Report, words: &Words) {
     );
 }
 
-/// Maximum length, in characters, of a query value that an error page repeats.
-const MAX_SHOWN_VALUE_CHARS: usize = 60;
-
-/// Formats `name=value` as the reader typed it in the address, escaped, with
-/// a long value cut off.
-fn query_pair(name: &str, value: &str) -> String {
-    let mut shortened: String = value.chars().take(MAX_SHOWN_VALUE_CHARS).collect();
-    if value.chars().count() > MAX_SHOWN_VALUE_CHARS {
-        shortened.push('…');
-    }
-    format!("<code>{}={}</code>", escape(name), escape(&shortened))
-}
-
-/// Explains an invalid filter in `lang`: what is wrong, and how to fix it.
-fn filter_problem(error: &FilterError, lang: Lang) -> (String, String) {
-    match error {
-        FilterError::InvalidDate { parameter, value } => {
-            let received = query_pair(parameter.as_str(), value);
-            let example = query_pair(parameter.as_str(), "2022-07-01");
-            let name = dimension_name(*parameter, lang);
-            match lang {
-                Lang::Nl => (
-                    format!("De {name} in het adres, {received}, is geen datum."),
-                    format!(
-                        "Schrijf de datum als jaar-maand-dag (JJJJ-MM-DD), bijvoorbeeld {example}. \
-                         Verbeter het adres, of open deze pagina zonder filters en kies de datums opnieuw."
-                    ),
-                ),
-                Lang::En => (
-                    format!("The {name} in the address, {received}, is not a date."),
-                    format!(
-                        "Write the date as year-month-day (YYYY-MM-DD), for example {example}. \
-                         Correct the address, or open this page without filters and choose the dates again."
-                    ),
-                ),
-            }
-        }
-        FilterError::FromAfterTo { from, to } => {
-            let from = query_pair("from", &from.to_string());
-            let to = query_pair("to", &to.to_string());
-            match lang {
-                Lang::Nl => (
-                    format!("De begindatum ({from}) ligt na de einddatum ({to})."),
-                    "Kies een begindatum op of vóór de einddatum, bijvoorbeeld door de twee datums om te wisselen. \
-                     Of open deze pagina zonder filters."
-                        .to_string(),
-                ),
-                Lang::En => (
-                    format!("The start date ({from}) is after the end date ({to})."),
-                    "Choose a start date on or before the end date, for example by swapping the two dates. \
-                     Or open this page without filters."
-                        .to_string(),
-                ),
-            }
-        }
-    }
-}
-
-/// Renders the page for a dashboard request with an invalid filter: what is
-/// wrong and how to fix it, in Dutch and then in English, each with a link
-/// to `unfiltered_path` (such as `/report`) without filters.
-pub fn filter_error_page(error: &FilterError, stylesheet: &str, unfiltered_path: &str) -> String {
-    let mut page = page_start("nl", "Filter klopt niet · Invalid filter", stylesheet);
-    page.push_str("<main class=\"message\">\n");
-    let sections = [
-        (Lang::Nl, "Dit filter klopt niet", "Open deze pagina zonder filters"),
-        (Lang::En, "This filter is not valid", "Open this page without filters"),
-    ];
-    for (lang, heading, link) in sections {
-        let (problem, fix) = filter_problem(error, lang);
-        let (open, close, level) = match lang {
-            Lang::Nl => ("", "", "h1"),
-            Lang::En => ("<section lang=\"en\">\n", "</section>\n", "h2"),
-        };
-        let _ = write!(
-            page,
-            "{open}<{level}>{heading}</{level}>\n<p class=\"notice\">{problem}</p>\n<p>{fix}</p>\n\
-             <p><a href=\"{}?lang={}\">{link}</a></p>\n{close}",
-            escape(unfiltered_path),
-            lang.as_str()
-        );
-    }
-    page.push_str("</main>\n</body>\n</html>\n");
-    page
-}
-
 /// The login page: a form that exchanges an admin token for a session.
 pub fn login_page(lang: Lang, stylesheet: &str, problem: Option<&str>) -> String {
     let (title, label, button, hint) = match lang {
@@ -1224,30 +1138,6 @@ mod tests {
             escape("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
-    }
-
-    #[test]
-    fn filter_error_page_is_bilingual() {
-        let error = FilterError::InvalidDate {
-            parameter: Dimension::From,
-            value: "<bad>".into(),
-        };
-        let page = filter_error_page(&error, "/report/dashboard.css", "/report");
-        assert!(page.contains("<html lang=\"nl\">"), "Dutch is the page's language");
-        assert!(page.contains("De begindatum in het adres, <code>from=&lt;bad&gt;</code>, is geen datum."));
-        assert!(
-            page.contains("<section lang=\"en\">"),
-            "the English part is marked as English"
-        );
-        assert!(page.contains("The start date in the address, <code>from=&lt;bad&gt;</code>, is not a date."));
-        assert!(
-            page.contains("<code>from=2022-07-01</code>"),
-            "an example of the expected format"
-        );
-        assert!(page.contains("<a href=\"/report?lang=nl\">"));
-        assert!(page.contains("<a href=\"/report?lang=en\">"));
-        assert!(page.find("geen datum") < page.find("not a date"), "Dutch comes first");
-        assert!(!page.contains("style="), "no inline style");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod agreement;
 pub mod breakdown;
 pub mod calendar;
 pub mod differencing;
+pub mod error_page;
 pub mod export;
 pub mod export_command;
 pub mod html;

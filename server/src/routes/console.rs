@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::questionnaire::Role;
-use crate::routes::pages::{self, AssetQuery, PageQuery};
+use crate::routes::pages::{self, AssetQuery};
 use crate::routes::webhooks::MAX_ID_CHARS;
 use crate::routes::{parse_json_value, read_body};
 use crate::startup::AppState;
@@ -110,8 +110,8 @@ fn no_questionnaire() -> ApiError {
 /// `GET /console/chatwoot`: the Chatwoot Dashboard App page. It holds no
 /// token; its script exchanges the stored console code for one.
 #[get("/console/chatwoot")]
-pub async fn chatwoot_page(state: web::Data<AppState>, query: web::Query<PageQuery>) -> HttpResponse {
-    let lang = pages::page_lang(&query);
+pub async fn chatwoot_page(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+    let lang = pages::page_lang(request.query_string());
     let origins = state.settings.platform_origins.join(" ");
     let html = pages::CONSOLE_HTML
         .replace("{{LANG}}", lang)

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::questionnaire::Lang;
-use crate::report::{self, FilterError, ReportFilter, ReportOptions, html};
+use crate::report::{self, FilterError, ReportFilter, ReportOptions, error_page, html};
+use crate::routes::page_query::{PageQuery, QueryError};
 use crate::startup::{AdminScope, AppState};
 use crate::store::records::Millis;
 use crate::token::hex;
@@ -140,7 +141,17 @@ pub(crate) fn page(status: actix_web::http::StatusCode, body: String) -> HttpRes
 pub(crate) fn filter_error(problem: &FilterError, unfiltered_path: &str) -> HttpResponse {
     page(
         actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-        html::filter_error_page(problem, &stylesheet_url(), unfiltered_path),
+        error_page::filter_error_page(problem, &stylesheet_url(), unfiltered_path),
+    )
+}
+
+/// Builds the response to a dashboard page request whose query string the
+/// page cannot read: `400`, the status of the API's `invalid_query`, with a
+/// page in the layout of [`filter_error`].
+pub(crate) fn query_error(problem: &QueryError, unfiltered_path: &str) -> HttpResponse {
+    page(
+        actix_web::http::StatusCode::BAD_REQUEST,
+        error_page::query_error_page(problem, &stylesheet_url(), unfiltered_path),
     )
 }
 
@@ -158,14 +169,32 @@ pub(crate) fn language(value: Option<&str>) -> Lang {
     if value == Some("en") { Lang::En } else { Lang::Nl }
 }
 
-#[derive(Deserialize)]
-pub struct DashboardQuery {
-    lang: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    organization: Option<String>,
-    topic: Option<String>,
-    child_age_group: Option<String>,
+/// The query parameters of the dashboard pages. Others are ignored.
+const QUERY_PARAMETERS: [&str; 6] = ["lang", "from", "to", "organization", "topic", "child_age_group"];
+
+/// The query of a dashboard page: the language and the filter values.
+pub(crate) struct DashboardQuery {
+    pub(crate) lang: Lang,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) organization: Option<String>,
+    pub(crate) topic: Option<String>,
+    pub(crate) child_age_group: Option<String>,
+}
+
+/// Reads the query of a dashboard page. A query that the page cannot read
+/// gets the response of [`query_error`], with a link to `unfiltered_path`.
+pub(crate) fn read_query(request: &HttpRequest, unfiltered_path: &str) -> Result<DashboardQuery, HttpResponse> {
+    let mut query = PageQuery::parse(request.query_string(), &QUERY_PARAMETERS)
+        .map_err(|problem| query_error(&problem, unfiltered_path))?;
+    Ok(DashboardQuery {
+        lang: language(query.get("lang")),
+        from: query.take("from"),
+        to: query.take("to"),
+        organization: query.take("organization"),
+        topic: query.take("topic"),
+        child_age_group: query.take("child_age_group"),
+    })
 }
 
 pub(crate) fn non_empty(value: Option<String>) -> Option<String> {
@@ -187,13 +216,12 @@ pub(crate) fn encode(value: &str) -> String {
 
 /// `GET /report`: the dashboard for a session, otherwise the login form.
 #[get("/report")]
-pub async fn dashboard(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    query: web::Query<DashboardQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
-    let lang = language(query.lang.as_deref());
+pub async fn dashboard(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = match read_query(&request, "/report") {
+        Ok(query) => query,
+        Err(response) => return Ok(response),
+    };
+    let lang = query.lang;
     let Some(scope) = session(&state, &request) else {
         return Ok(page(
             actix_web::http::StatusCode::OK,

@@ -7,6 +7,7 @@ pub mod console;
 pub mod dashboard;
 pub mod deliveries;
 pub mod health;
+pub mod page_query;
 pub mod pages;
 pub mod peer_review;
 pub mod questionnaire;

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::routes::page_query::PageQuery;
 use crate::startup::AppState;
 use crate::token::hex;
 
@@ -47,17 +48,14 @@ pub(crate) fn page_headers(state: &AppState, response: &mut actix_web::HttpRespo
         .insert_header((CACHE_CONTROL, "no-store"));
 }
 
-#[derive(Deserialize)]
-pub struct PageQuery {
-    lang: Option<String>,
-}
-
-/// The page language: Dutch unless `?lang=en`.
-pub(crate) fn page_lang(query: &PageQuery) -> &'static str {
-    if query.lang.as_deref() == Some("en") {
-        "en"
-    } else {
-        "nl"
+/// Returns the page language of a raw query string: Dutch unless `?lang=en`.
+/// A query string with `lang` repeated or not UTF-8 also gets Dutch, as any
+/// other `lang` value does, because the parent or nurse who opens the link
+/// cannot be expected to correct it.
+pub(crate) fn page_lang(query: &str) -> &'static str {
+    match PageQuery::parse(query, &["lang"]) {
+        Ok(query) if query.get("lang") == Some("en") => "en",
+        _ => "nl",
     }
 }
 
@@ -106,8 +104,8 @@ fn console_code_block(code: &str, lang: &str) -> String {
 #[get("/q/{token}")]
 pub async fn questionnaire_page(
     state: web::Data<AppState>,
+    request: HttpRequest,
     token: web::Path<String>,
-    query: web::Query<PageQuery>,
 ) -> HttpResponse {
     let safe = !token.is_empty()
         && token.len() <= 128
@@ -115,7 +113,7 @@ pub async fn questionnaire_page(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     let token = if safe { token.as_str() } else { "" };
-    let lang = page_lang(&query);
+    let lang = page_lang(request.query_string());
 
     // Only the nurse's own page shows her console code; reading it does not
     // count the questionnaire as opened.

@@ -96,13 +96,12 @@ pub async fn view_json(
 /// `GET /report/peer-review`: the peer-review page of the dashboard; without
 /// a session, the login form.
 #[get("/report/peer-review")]
-pub async fn view_page(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    query: web::Query<PeerReviewQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
-    let lang = dashboard::language(query.lang.as_deref());
+pub async fn view_page(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = match dashboard::read_query(&request, "/report/peer-review") {
+        Ok(query) => query,
+        Err(response) => return Ok(response),
+    };
+    let lang = query.lang;
     let stylesheet = dashboard::stylesheet_url();
     let Some(scope) = dashboard::session(&state, &request) else {
         return Ok(dashboard::page(
