@@ -370,3 +370,61 @@ fn backup_copies_deliveries_with_their_chats_only() {
     );
     assert_eq!(reported_chats(&copy), 2);
 }
+
+/// An answer webhook's id is compared and remembered in the write that
+/// changes the invitation, so of two requests with one id and different
+/// events at the same moment, one changes it and the other is rejected.
+#[test]
+fn answer_webhook_id_taken_once_concurrently() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(dir.path(), CACHE).expect("store opens");
+    let ids = [InvitationId::generate(), InvitationId::generate()];
+    assert_eq!(
+        ChatBuilder::new("chat-a").invitation_ids(ids.clone()).accept(&store),
+        ChatAcceptance::New
+    );
+    store.settle();
+
+    for round in 0..200 {
+        let webhook = format!("msg_answer_{round}");
+        let barrier = std::sync::Barrier::new(2);
+        let mut outcomes: Vec<Result<u8, WebhookSeen>> = std::thread::scope(|scope| {
+            let senders: Vec<_> = [1u8, 2]
+                .into_iter()
+                .map(|event| {
+                    let (store, webhook, barrier, invitation) = (&store, &webhook, &barrier, &ids[0]);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        store
+                            .update_invitation_once(
+                                webhook,
+                                Some(body_digest(&[event])),
+                                now_millis(),
+                                invitation,
+                                |_| Ok::<_, ()>(event),
+                            )
+                            .unwrap_or_else(|_| panic!("the update runs"))
+                            .map(|(event, _)| event)
+                    })
+                })
+                .collect();
+            senders
+                .into_iter()
+                .map(|sender| sender.join().expect("no panic"))
+                .collect()
+        });
+        outcomes.sort_unstable_by_key(Result::is_err);
+        assert!(
+            matches!(outcomes[..], [Ok(_), Err(WebhookSeen::Reused)]),
+            "round {round}: {outcomes:?}"
+        );
+        let taken = *outcomes[0].as_ref().expect("one was taken");
+        assert_eq!(
+            store
+                .webhook_seen(&webhook, Some(body_digest(&[taken])))
+                .expect("readable"),
+            WebhookSeen::Retry,
+            "the id is remembered with the event that was taken"
+        );
+    }
+}

@@ -387,18 +387,8 @@ fn platform_answers_arrive_by_webhook() {
         "data": { "token": token, "answers": answers, "submitted": true, "comment": "Fijn gesprek" }
     });
     let send = |id: &str, body: &serde_json::Value| {
-        let webhook = SignedWebhook::new(&secret, id, serde_json::to_vec(body).unwrap());
-        let response = client()
-            .post(service.url("/webhooks/questionnaire-answered"))
-            .header("content-type", "application/json")
-            .header("webhook-id", &webhook.id)
-            .header("webhook-timestamp", &webhook.timestamp)
-            .header("webhook-signature", &webhook.signature)
-            .body(webhook.body.clone())
-            .send()
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json::<serde_json::Value>().unwrap_or_default())
+        SignedWebhook::new(&secret, id, serde_json::to_vec(body).unwrap())
+            .send_to(&service, "/webhooks/questionnaire-answered")
     };
 
     let (status, reply) = send("msg_answers_1", &body);
@@ -444,4 +434,52 @@ fn platform_answers_arrive_by_webhook() {
     let funnel = &service.report()["questionnaires"]["parent"];
     assert_eq!(funnel["complete"], 1);
     assert_eq!(funnel["submitted"], 1);
+}
+
+/// One answer webhook id sent twice at the same moment, each time with a
+/// different comment: exactly one is taken, and the other is rejected with
+/// `409`, as it is when the two arrive one after the other.
+#[test]
+fn concurrent_answers_under_one_id() {
+    let (_dir, platform, service) = start();
+    let secret = service.config.webhook_secrets[0].clone();
+    assert_eq!(SignedWebhook::chat_ended(&secret, "c-concurrent").send(&service).0, 202);
+    platform.wait_for(2, Duration::from_secs(10));
+    let token = platform.token_for("parent").unwrap();
+
+    let send = |id: &str, comment: &str| {
+        let body = serde_json::json!({
+            "type": "questionnaire.answered",
+            "data": { "token": token, "answers": { "1": "good" }, "submitted": false, "comment": comment }
+        });
+        SignedWebhook::new(&secret, id, serde_json::to_vec(&body).unwrap())
+            .send_to(&service, "/webhooks/questionnaire-answered")
+            .0
+    };
+
+    let mut both_taken = Vec::new();
+    for round in 0..40 {
+        let id = format!("msg_concurrent_{round}");
+        let barrier = std::sync::Barrier::new(2);
+        let mut statuses: Vec<u16> = std::thread::scope(|scope| {
+            let senders: Vec<_> = ["first comment", "second comment"]
+                .into_iter()
+                .map(|comment| {
+                    let (barrier, id, send) = (&barrier, &id, &send);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        send(id, comment)
+                    })
+                })
+                .collect();
+            senders.into_iter().map(|sender| sender.join().unwrap()).collect()
+        });
+        statuses.sort_unstable();
+        if statuses == [200, 200] {
+            both_taken.push(round);
+        } else {
+            assert_eq!(statuses, [200, 409], "round {round}");
+        }
+    }
+    assert!(both_taken.is_empty(), "both events were taken in rounds {both_taken:?}");
 }

@@ -431,11 +431,22 @@ pub async fn questionnaire_answered(
         .verify(token)
         .ok_or_else(|| ApiError::not_found("field \"data.token\" is not a valid questionnaire token"))?;
     let now = state.now_millis();
-    let result = state.store.update_invitation(&invitation, |record| {
-        apply_platform_answers(record, &answers, submitted, comment.clone(), now)
-    });
+    // The id is checked again in the write that stores the answers, so a
+    // second request with this id that passed the check above at the same
+    // moment gets the retry reply or a 409 here.
+    let result = state
+        .store
+        .update_invitation_once(&id, Some(digest), now, &invitation, |record| {
+            apply_platform_answers(record, &answers, submitted, comment.clone(), now)
+        });
     let (_, record) = match result {
-        Ok(updated) => updated,
+        Ok(Ok(updated)) => updated,
+        Ok(Err(WebhookSeen::Reused)) => return Err(webhook_id_reused()),
+        Ok(Err(_)) => {
+            return Ok(
+                HttpResponse::Ok().json(json!({ "status": "duplicate", "reason": "webhook-id already accepted" }))
+            );
+        }
         Err(UpdateError::NotFound) => {
             return Err(ApiError::not_found(
                 "field \"data.token\" is not a valid questionnaire token",
@@ -444,7 +455,6 @@ pub async fn questionnaire_answered(
         Err(UpdateError::Rejected(error)) => return Err(error),
         Err(UpdateError::Store(error)) => return Err(error.into()),
     };
-    state.store.remember_webhook(&id, Some(digest), now)?;
     state.store.flush().await?;
     tracing::info!(webhook_id = %id, invitation = %invitation, "answers received from the platform");
 

@@ -746,20 +746,6 @@ impl Store {
         })
     }
 
-    /// Remembers an accepted webhook id and the digest of its event; not
-    /// durable until [`Store::flush`].
-    pub fn remember_webhook(&self, id: &str, digest: Option<EventDigest>, now: Millis) -> Result<(), StoreError> {
-        self.write(|writes| {
-            // Into the filter first, so that no check can pass it while sled has the id.
-            self.shared.inbox.lock().seen_webhooks.insert(id.as_bytes());
-            writes.insert(
-                TreeId::WebhookIds,
-                id.as_bytes(),
-                &webhook_ids::value(now, digest.as_ref()),
-            )
-        })
-    }
-
     /// Deletes webhook ids received before `cutoff` and returns how many.
     /// Platforms retry with the same id for days, so callers keep at least 7.
     pub fn prune_webhook_ids(&self, cutoff: Millis) -> Result<usize, StoreError> {
@@ -954,27 +940,71 @@ impl Store {
         id: &InvitationId,
         change: impl FnOnce(&mut InvitationRecord) -> Result<T, E>,
     ) -> Result<(T, InvitationRecord), UpdateError<E>> {
+        self.write(|writes| self.change_invitation(writes, id, change))
+    }
+
+    /// Changes an invitation like [`Store::update_invitation`], for a
+    /// webhook that brings the change. The same write compares `webhook_id`
+    /// and the digest of its event with the ids accepted before and, when
+    /// the change is written, stores the id. So two requests with one id
+    /// never both change the invitation, even when they arrive at once.
+    /// Returns `Ok(Err(seen))`, and changes nothing, when the id was
+    /// accepted before.
+    ///
+    /// NOTE: [`Store::accept_chat`] checks ids under the inbox lock alone,
+    /// so a chat-ended webhook with the same id that arrives while this write
+    /// is between its check and sled can still be accepted as new.
+    pub fn update_invitation_once<T, E>(
+        &self,
+        webhook_id: &str,
+        digest: Option<EventDigest>,
+        now: Millis,
+        id: &InvitationId,
+        change: impl FnOnce(&mut InvitationRecord) -> Result<T, E>,
+    ) -> Result<Result<(T, InvitationRecord), WebhookSeen>, UpdateError<E>> {
         self.write(|writes| {
-            let Some((key, mut stored)) = self.locate(id)? else {
-                return Err(UpdateError::NotFound);
-            };
-            let Some(record) = stored.invitations.iter_mut().find(|invitation| invitation.id == *id) else {
-                return Err(UpdateError::NotFound);
-            };
-            let before = record.clone();
-            let outcome = change(record).map_err(UpdateError::Rejected)?;
-            let record = record.clone();
-            if record != before {
-                // A change that leaves the report facts as they are writes
-                // the record alone.
-                let facts_value = chat_value::facts_value(&stored);
-                if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
-                    writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
-                }
-                writes.insert(TreeId::Records, &key, &stored.encode())?;
+            let seen = self.webhook_in(&self.shared.inbox.lock(), webhook_id, digest)?;
+            if seen != WebhookSeen::New {
+                return Ok(Err(seen));
             }
-            Ok((outcome, record))
+            let updated = self.change_invitation(writes, id, change)?;
+            // Into the filter first, so that no check can pass it while sled has the id.
+            self.shared.inbox.lock().seen_webhooks.insert(webhook_id.as_bytes());
+            writes.insert(
+                TreeId::WebhookIds,
+                webhook_id.as_bytes(),
+                &webhook_ids::value(now, digest.as_ref()),
+            )?;
+            Ok(Ok(updated))
         })
+    }
+
+    /// Applies the change of [`Store::update_invitation`] and records it in `writes`.
+    fn change_invitation<T, E>(
+        &self,
+        writes: &mut Writes<'_>,
+        id: &InvitationId,
+        change: impl FnOnce(&mut InvitationRecord) -> Result<T, E>,
+    ) -> Result<(T, InvitationRecord), UpdateError<E>> {
+        let Some((key, mut stored)) = self.locate(id)? else {
+            return Err(UpdateError::NotFound);
+        };
+        let Some(record) = stored.invitations.iter_mut().find(|invitation| invitation.id == *id) else {
+            return Err(UpdateError::NotFound);
+        };
+        let before = record.clone();
+        let outcome = change(record).map_err(UpdateError::Rejected)?;
+        let record = record.clone();
+        if record != before {
+            // A change that leaves the report facts as they are writes
+            // the record alone.
+            let facts_value = chat_value::facts_value(&stored);
+            if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
+                writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
+            }
+            writes.insert(TreeId::Records, &key, &stored.encode())?;
+        }
+        Ok((outcome, record))
     }
 
     /// Queued deliveries due at or before `now`, oldest first, at most

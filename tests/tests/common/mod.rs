@@ -252,8 +252,14 @@ impl SignedWebhook {
     }
 
     pub fn send(&self, service: &Service) -> (u16, serde_json::Value) {
+        self.send_to(service, "/webhooks/chat-ended")
+    }
+
+    /// Posts the webhook to `path` of the service and returns the status and
+    /// the JSON body (`null` when the body is not JSON).
+    pub fn send_to(&self, service: &Service, path: &str) -> (u16, serde_json::Value) {
         let response = client()
-            .post(service.url("/webhooks/chat-ended"))
+            .post(service.url(path))
             .header("content-type", &self.content_type)
             .header("webhook-id", &self.id)
             .header("webhook-timestamp", &self.timestamp)
