@@ -1,6 +1,7 @@
-//! A backup taken while deliveries complete, fail and give up is consistent:
-//! in the copy, every pending invitation has exactly one queue entry, every
-//! dead one a dead letter, and no delivered one is queued.
+//! A backup taken while deliveries complete, fail and give up and answers
+//! arrive is consistent: in the copy, every pending invitation has exactly
+//! one queue entry, every dead one a dead letter, no delivered one is
+//! queued, and the webhook id of every answer is there.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use alliance::startup::now_millis;
 use alliance::store::records::DeliveryStatus;
+use alliance::store::webhook_ids::{WebhookSeen, body_digest};
 use alliance::store::{ChatAcceptance, Store};
 use common::ChatBuilder;
 
@@ -24,7 +26,8 @@ fn accept(store: &Store, chat: &str) {
 }
 
 /// Completes, reschedules or dead-letters queued deliveries, one by one,
-/// until `stop` is set. Returns how many it changed.
+/// and brings a comment by webhook to every fourth invitation, until `stop`
+/// is set. The comment is the webhook id. Returns how many it changed.
 fn work_the_queue(store: &Store, stop: &AtomicBool) -> usize {
     let mut changed = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -45,6 +48,22 @@ fn work_the_queue(store: &Store, stop: &AtomicBool) -> usize {
                     store.reschedule_delivery(&key, &delivery).expect("rescheduled");
                 }
                 _ => store.dead_letter(&key, &delivery).expect("dead-lettered"),
+            }
+            if changed % 4 == 0 {
+                let webhook = format!("msg_answer_{changed}");
+                store
+                    .update_invitation_once(
+                        &webhook,
+                        Some(body_digest(webhook.as_bytes())),
+                        now_millis(),
+                        &delivery.invitation_id,
+                        |record| {
+                            record.response.comment = Some(webhook.clone());
+                            Ok::<_, ()>(())
+                        },
+                    )
+                    .expect("answered")
+                    .expect("a new webhook id");
             }
             changed += 1;
         }
@@ -96,6 +115,12 @@ fn backup_during_deliveries_is_consistent() {
                 _ => (0, 0),
             };
             assert_eq!((in_queue, in_dead), expected, "{id}: {:?}", invitation.delivery);
+            if let Some(webhook) = &invitation.response.comment {
+                let seen = copy
+                    .webhook_seen(webhook, Some(body_digest(webhook.as_bytes())))
+                    .expect("readable");
+                assert_eq!(seen, WebhookSeen::Retry, "{webhook} brought an answer in the copy");
+            }
             invitations += 1;
         }
     }

@@ -26,7 +26,7 @@ use std::sync::{Mutex, PoisonError};
 
 /// The sled tree an operation belongs to. The numbers are part of the
 /// journal format and must not change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum TreeId {
     Chats = 0,
     Invitations = 1,

@@ -84,31 +84,24 @@ struct Shared {
     purge_lock: Mutex<()>,
     journal: Journal,
     inbox: inbox::Inbox,
-    /// Keys of the chat records written while [`Store::copy_to`] runs, so
-    /// the copy takes them again at its end; `None` while no copy runs.
-    copy_changes: Mutex<Option<HashSet<Vec<u8>>>>,
+    /// Keys of the chat records, webhook ids and invitation aliases written
+    /// while [`Store::copy_to`] runs, so the copy takes them again at its
+    /// end; `None` while no copy runs.
+    copy_changes: Mutex<Option<HashSet<(TreeId, Vec<u8>)>>>,
 }
 
 impl Shared {
-    /// Notes the chat records that `ops` wrote, while a copy runs. Called
-    /// under the write lock, after the ops reached sled.
+    /// Notes the keys that `ops` wrote in the trees a copy takes again,
+    /// while a copy runs. Called under the write lock, after the ops reached sled.
     fn note_copy_changes(&self, ops: &[Op<'_>]) {
         let mut changes = self.copy_changes.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(changes) = changes.as_mut() else {
             return;
         };
         for op in ops {
-            if let Op::Insert {
-                tree: TreeId::Records,
-                key,
-                ..
-            }
-            | Op::Remove {
-                tree: TreeId::Records,
-                key,
-            } = *op
-            {
-                changes.insert(key.to_vec());
+            let (Op::Insert { tree, key, .. } | Op::Remove { tree, key }) = *op;
+            if matches!(tree, TreeId::Records | TreeId::WebhookIds | TreeId::Aliases) {
+                changes.insert((tree, key.to_vec()));
             }
         }
     }
@@ -131,7 +124,7 @@ impl<'a> CopyChanges<'a> {
     }
 
     /// Returns the keys noted so far and stops noting. Call under the write lock.
-    fn take(&self) -> HashSet<Vec<u8>> {
+    fn take(&self) -> HashSet<(TreeId, Vec<u8>)> {
         self.0
             .copy_changes
             .lock()
@@ -1210,10 +1203,11 @@ impl Store {
     /// store yet, and flushes it. Returns the number of chats copied.
     ///
     /// The copy is taken while the service runs and is consistent as of its
-    /// last step. The records are copied first, without blocking writers,
-    /// while every record written meanwhile is noted. The last step holds
-    /// the write lock: it copies the noted records again, then the queued
-    /// and dead-lettered deliveries and `meta`. So a delivery that completes
+    /// last step. The records, aliases, totals and webhook ids are copied
+    /// first, without blocking writers, while every record, alias and
+    /// webhook id written meanwhile is noted. The last step holds the write
+    /// lock: it copies the noted keys again, then the queued and
+    /// dead-lettered deliveries and `meta`. So a delivery that completes
     /// during the copy is neither pending without a queue entry nor queued
     /// twice. The copy's report facts are computed from its records, and
     /// deliveries are copied only with their chat, so a restored service
@@ -1265,7 +1259,20 @@ impl Store {
         }
 
         let write_guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        for key in changes.take() {
+        let copy_webhook_ids = copy.open_tree("webhook_ids")?;
+        let copy_aliases = copy.open_tree("invitation_aliases")?;
+        for (tree, key) in changes.take() {
+            if tree != TreeId::Records {
+                let (live, target) = match tree {
+                    TreeId::WebhookIds => (&self.webhook_ids, &copy_webhook_ids),
+                    _ => (&self.aliases, &copy_aliases),
+                };
+                match live.get(&key)? {
+                    Some(value) => target.insert(&key, value)?,
+                    None => target.remove(&key)?,
+                };
+                continue;
+            }
             let had = copy_records.contains_key(&key)?;
             match self.records.get(&key)? {
                 Some(value) => {
