@@ -87,7 +87,7 @@ struct Shared {
     /// Keys of the chat records, webhook ids and invitation aliases written
     /// while [`Store::copy_to`] runs, so the copy takes them again at its
     /// end; `None` while no copy runs.
-    copy_changes: Mutex<Option<HashSet<(TreeId, Vec<u8>)>>>,
+    copy_changes: Mutex<Option<ChangedKeys>>,
 }
 
 impl Shared {
@@ -114,6 +114,9 @@ impl Shared {
     }
 }
 
+/// Keys written while a copy runs, with their tree.
+type ChangedKeys = HashSet<(TreeId, Vec<u8>)>;
+
 /// Stops noting changes for a copy when the copy ends, also by an error.
 struct CopyChanges<'a>(&'a Shared);
 
@@ -124,7 +127,7 @@ impl<'a> CopyChanges<'a> {
     }
 
     /// Returns the keys noted so far and stops noting. Call under the write lock.
-    fn take(&self) -> HashSet<(TreeId, Vec<u8>)> {
+    fn take(&self) -> ChangedKeys {
         self.0
             .copy_changes
             .lock()
