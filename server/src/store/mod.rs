@@ -8,7 +8,7 @@
 //! - `chat_facts`: record key → receive time and report facts (see
 //!   [`chat_value::facts_value`]). These values are small, so the scans at
 //!   open and for the retention purge read little.
-//! - `webhook_ids`: accepted `webhook-id` → receive time and body digest (see [`webhook_ids`])
+//! - `webhook_ids`: accepted `webhook-id` → receive time and event digest (see [`webhook_ids`])
 //! - `queue`: due time (big-endian millis) ++ invitation id → [`QueuedDelivery`]
 //! - `dead`: invitation id → [`QueuedDelivery`] that will not be retried by itself
 //! - `meta`: store-wide values such as the first start time
@@ -84,9 +84,8 @@ struct Shared {
     purge_lock: Mutex<()>,
     journal: Journal,
     inbox: inbox::Inbox,
-    /// Keys of the chat records, webhook ids and invitation aliases written
-    /// while [`Store::copy_to`] runs, so the copy takes them again at its
-    /// end; `None` while no copy runs.
+    /// Keys written while [`Store::copy_to`] runs in the trees that the copy
+    /// takes again at its end. `None` while no copy runs.
     copy_changes: Mutex<Option<ChangedKeys>>,
 }
 
