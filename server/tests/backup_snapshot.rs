@@ -1,7 +1,7 @@
-//! A backup taken while deliveries complete, fail and give up and answers
-//! arrive is consistent: in the copy, every pending invitation has exactly
-//! one queue entry, every dead one a dead letter, no delivered one is
-//! queued, and the webhook id of every answer is there.
+//! A backup taken while deliveries complete, fail and give up, and while
+//! comments arrive by webhook, is consistent. In the copy, every pending
+//! invitation has exactly one queue entry, every dead one a dead letter, no
+//! delivered one is queued, and the webhook id of every comment is there.
 
 mod common;
 

@@ -371,11 +371,11 @@ fn backup_copies_deliveries_with_their_chats_only() {
     assert_eq!(reported_chats(&copy), 2);
 }
 
-/// An answer webhook's id is compared and remembered in the write that
-/// changes the invitation, so of two requests with one id and different
+/// A questionnaire-answered webhook's id is compared and stored in the write
+/// that changes the invitation. Of two requests with one id and different
 /// events at the same moment, one changes it and the other is rejected.
 #[test]
-fn answer_webhook_id_taken_once_concurrently() {
+fn concurrent_answer_id_stored_once() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = Store::open(dir.path(), CACHE).expect("store opens");
     let ids = [InvitationId::generate(), InvitationId::generate()];

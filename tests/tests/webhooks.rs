@@ -179,8 +179,8 @@ fn duplicate_webhook_id_gets_200_and_no_second_invitation() {
     assert_eq!(service.report()["questionnaires"]["parent"]["invited"], 1);
 }
 
-/// A webhook id that comes back with another body is a new event under an
-/// old id: refused with 409, so the sender sees it, and nothing is written.
+/// A webhook id that comes back with another event is a new event under an
+/// old id, so it is rejected with 409, which the sender logs, and nothing is written.
 #[test]
 fn reused_webhook_id_with_another_body_is_refused() {
     let (_dir, _platform, service) = start();
@@ -436,9 +436,9 @@ fn platform_answers_arrive_by_webhook() {
     assert_eq!(funnel["submitted"], 1);
 }
 
-/// One answer webhook id sent twice at the same moment, each time with a
-/// different comment: exactly one is taken, and the other is rejected with
-/// `409`, as it is when the two arrive one after the other.
+/// One questionnaire-answered webhook id sent twice at the same moment, with
+/// different comments: exactly one is stored, and the other is rejected with
+/// `409`, as when the two arrive one after the other.
 #[test]
 fn concurrent_answers_under_one_id() {
     let (_dir, platform, service) = start();

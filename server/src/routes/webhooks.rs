@@ -431,9 +431,9 @@ pub async fn questionnaire_answered(
         .verify(token)
         .ok_or_else(|| ApiError::not_found("field \"data.token\" is not a valid questionnaire token"))?;
     let now = state.now_millis();
-    // The id is checked again in the write that stores the answers, so a
-    // second request with this id that passed the check above at the same
-    // moment gets the retry reply or a 409 here.
+    // The write that stores the ratings checks the id again, so of two
+    // requests with this id that both passed the check above, the second
+    // gets the retry reply or a 409 here.
     let result = state
         .store
         .update_invitation_once(&id, Some(digest), now, &invitation, |record| {

@@ -82,8 +82,8 @@ impl Queue {
         self.pushed += 1;
     }
 
-    /// The body digest of a webhook id in the inbox: `None` when the id is
-    /// not there, `Some(None)` when it came without a digest.
+    /// Returns the event digest of a webhook id in the inbox: `None` when the
+    /// id is not there, and `Some(None)` when it came without a digest.
     pub fn webhook(&self, id: &str) -> Option<Option<EventDigest>> {
         self.webhook_ids.get(id).copied()
     }

@@ -24,7 +24,7 @@ pub type EventDigest = [u8; 16];
 /// and no spaces, so a retry whose sender formats the same event another way
 /// still matches.
 pub fn event_digest(event: &serde_json::Value) -> EventDigest {
-    // Writing a `Value` to memory cannot fail: its keys are strings.
+    // serde_json writes a `Value` to memory without error, because its map keys are strings.
     body_digest(&serde_json::to_vec(event).unwrap_or_default())
 }
 
@@ -57,7 +57,7 @@ impl WebhookSeen {
     }
 }
 
-/// The stored value for an id accepted at `now`.
+/// Encodes the stored value for an id accepted at `now`.
 pub(super) fn value(now: Millis, digest: Option<&EventDigest>) -> Vec<u8> {
     let mut value = now.to_be_bytes().to_vec();
     if let Some(digest) = digest {
@@ -66,12 +66,12 @@ pub(super) fn value(now: Millis, digest: Option<&EventDigest>) -> Vec<u8> {
     value
 }
 
-/// The receive time of a stored value; `None` when the value is damaged.
+/// Returns the receive time of a stored value, or `None` when the value is damaged.
 pub(super) fn received_at(value: &[u8]) -> Option<Millis> {
     Some(Millis::from_be_bytes(value.get(..8)?.try_into().ok()?))
 }
 
-/// The event digest of a stored value, if it has one.
+/// Returns the event digest of a stored value, if it has one.
 pub(super) fn digest(value: &[u8]) -> Option<EventDigest> {
     value.get(8..24)?.try_into().ok()
 }
