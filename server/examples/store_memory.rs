@@ -9,6 +9,17 @@ use std::path::PathBuf;
 
 use alliance::store::Store;
 
+/// The service's allocator, set up as `main.rs` does, so the figures match the service's.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Waits long enough for the allocator's background thread to give freed
+/// memory back (jemalloc returns unused pages after 10 s by default).
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_secs(12));
+}
+
 /// Returns the `VmRSS` line of `/proc/self/status`, or a note where there is none.
 fn resident_memory() -> String {
     std::fs::read_to_string("/proc/self/status")
@@ -30,17 +41,21 @@ fn main() {
             std::process::exit(2);
         }
     };
+    #[cfg(unix)]
+    tikv_jemalloc_ctl::background_thread::write(true).expect("the allocator's background thread starts");
     println!("before opening: {}", resident_memory());
     let started = std::time::Instant::now();
     let store = Store::open(&dir, cache_mb << 20).unwrap_or_else(|error| {
         eprintln!("cannot open the store in {}: {error}", dir.display());
         std::process::exit(1);
     });
+    let opened_in = started.elapsed().as_secs_f64();
     println!(
-        "store opened in {:.1} s, {cache_mb} MB cache: {}",
-        started.elapsed().as_secs_f64(),
+        "store opened in {opened_in:.1} s, {cache_mb} MB cache: {}",
         resident_memory()
     );
+    settle();
+    println!("12 s later: {}", resident_memory());
     // A cutoff of 0 removes nothing but reads every webhook id, as the hourly pruning does.
     let pruned = store.prune_webhook_ids(0).expect("webhook ids readable");
     println!(
@@ -51,4 +66,6 @@ fn main() {
     println!("after reading the report facts of {facts} chats: {}", resident_memory());
     let (chats, _) = store.scan_chats_bytes().expect("chats readable");
     println!("after reading {chats} chat records: {}", resident_memory());
+    settle();
+    println!("12 s later: {}", resident_memory());
 }

@@ -5,6 +5,13 @@ use std::process::ExitCode;
 use alliance::{cli, telemetry};
 use clap::Parser;
 
+/// jemalloc, because it returns freed memory to the system from a
+/// background thread: glibc keeps most of what the store's scans at open
+/// freed, about 90 MB for a million chats.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let arguments = cli::Cli::parse();
@@ -12,6 +19,10 @@ async fn main() -> ExitCode {
     let quiet = matches!(arguments.command, cli::Command::Demo(_) | cli::Command::Bench(_));
     let default_level = if quiet { "warn" } else { "info" };
     telemetry::init(arguments.log_json, default_level);
+    #[cfg(unix)]
+    if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(%error, "could not start the allocator's background thread; freed memory returns to the system later");
+    }
     match cli::run(arguments).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -309,7 +309,8 @@ impl Application {
 /// Purges chats older than the retention period at start and then once a
 /// day, and logs the result every time, also when nothing was old enough.
 /// While the store is younger than the retention period no chat can be old
-/// enough, so the scan over every chat is skipped.
+/// enough, so the scan over every chat is skipped. After each purge, moves
+/// the chats that have settled into the archive (see [`crate::store::archive`]).
 async fn purge_daily(store: Store, retention_days: u32) {
     const DAY_MILLIS: Millis = 24 * 3_600_000;
     loop {
@@ -347,7 +348,37 @@ async fn purge_daily(store: Store, retention_days: u32) {
             Ok(Err(error)) => tracing::error!(%error, "the retention purge failed; trying again in a day"),
             Err(error) => tracing::error!(%error, "the retention purge stopped; trying again in a day"),
         }
+        archive_settled(&store).await;
         tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+    }
+}
+
+/// Moves the settled chats into the archive, logging progress on a large
+/// first run and the result.
+async fn archive_settled(store: &Store) {
+    let job_store = store.clone();
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut logged = 0;
+        job_store.archive_settled(now_millis(), |moved| {
+            if moved >= logged + 100_000 {
+                logged = moved;
+                tracing::info!(moved, "moving settled chats into the archive");
+            }
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(moved)) => tracing::info!(
+            moved,
+            archived = store.archived_count(),
+            seconds = started.elapsed().as_secs_f64(),
+            "settled chats moved into the archive"
+        ),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "moving settled chats into the archive failed; trying again in a day")
+        }
+        Err(error) => tracing::error!(%error, "moving settled chats into the archive stopped; trying again in a day"),
     }
 }
 

@@ -104,7 +104,7 @@ fn backup_during_deliveries_is_consistent() {
     }
     let mut invitations = 0;
     for chat in copy.chats() {
-        let (_, record) = chat.expect("chat readable");
+        let record = chat.expect("chat readable").chat;
         for id in [&record.parent_invitation, &record.professional_invitation] {
             let invitation = copy.invitation(id).expect("readable").expect("invitation in the copy");
             let in_queue = queued.remove(id.as_str()).unwrap_or(0);

@@ -17,7 +17,9 @@ const FLUSH_EVERY: usize = 50_000;
 
 /// Writes `count` delivered chats, each with its two invitations, and the
 /// webhook ids of the chats of the last 8 days, into a new store in `dir` on `threads` threads. Stops early
-/// when `time_limit` passes and returns how many chats were written.
+/// when `time_limit` passes and returns how many chats were written. Moves
+/// the settled chats into the archive after every [`FLUSH_EVERY`] chats and
+/// at the end, as the service does daily.
 pub fn fill(dir: &Path, cache_bytes: u64, count: usize, threads: usize, time_limit: Duration) -> Result<usize, String> {
     let occupied = dir.exists()
         && std::fs::read_dir(dir)
@@ -42,6 +44,7 @@ pub fn fill(dir: &Path, cache_bytes: u64, count: usize, threads: usize, time_lim
     let written = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + time_limit;
+    let today = now_millis();
 
     let workers: Vec<_> = (0..threads.max(1))
         .map(|_| {
@@ -52,9 +55,14 @@ pub fn fill(dir: &Path, cache_bytes: u64, count: usize, threads: usize, time_lim
                     if number >= count || Instant::now() >= deadline {
                         return Ok(());
                     }
-                    write_chat(&store, &key, number, now_millis())?;
+                    write_chat(&store, &key, number, received_at(number, today))?;
                     let done = written.fetch_add(1, Ordering::Relaxed) + 1;
                     if done % FLUSH_EVERY == 0 {
+                        // As the service moves settled chats daily, the hot
+                        // trees never hold more than a few days of chats.
+                        store
+                            .archive_settled(now_millis(), |_| {})
+                            .map_err(|error| format!("moving settled chats into the archive failed: {error}"))?;
                         store
                             .flush_blocking()
                             .map_err(|error| format!("flush failed: {error}"))?;
@@ -70,6 +78,23 @@ pub fn fill(dir: &Path, cache_bytes: u64, count: usize, threads: usize, time_lim
     store
         .flush_blocking()
         .map_err(|error| format!("flush failed: {error}"))?;
+    let archiving = Instant::now();
+    let mut logged = 0;
+    let archived = store
+        .archive_settled(now_millis(), |moved| {
+            if moved >= logged + 100_000 {
+                logged = moved;
+                eprintln!("{moved} settled chats moved into the archive");
+            }
+        })
+        .map_err(|error| format!("moving settled chats into the archive failed: {error}"))?;
+    store
+        .flush_blocking()
+        .map_err(|error| format!("flush failed: {error}"))?;
+    eprintln!(
+        "moved {archived} settled chats into the archive in {:.1} s",
+        archiving.elapsed().as_secs_f64()
+    );
     let written = written.load(Ordering::Relaxed);
     if written < count {
         eprintln!(
@@ -78,6 +103,15 @@ pub fn fill(dir: &Path, cache_bytes: u64, count: usize, threads: usize, time_lim
         );
     }
     Ok(written)
+}
+
+/// Returns when chat `number` was received: on the same one of the 730 days
+/// up to `today` as the day it ended on (see [`write_chat`]). So a
+/// retention period of 730 days keeps every chat, and only the chats of the
+/// last 8 days have invitations that did not expire a day ago.
+fn received_at(number: usize, today: Millis) -> Millis {
+    const DAY: Millis = 24 * 3_600_000;
+    today - (729 - (number % 730) as Millis) * DAY
 }
 
 /// A well-mixed 64-bit hash (splitmix64), so a chat's answers follow from its number.
@@ -132,8 +166,9 @@ fn response(number: usize, role: Role, now: Millis) -> Response {
 }
 
 /// Writes chat `number`, received by the service at `received_at`: ended on
-/// one of 730 days from 2022-01-01, with both invitations delivered, nothing
-/// queued, and answers at rates like the study's (see [`response`]).
+/// one of 730 days from 2022-01-01, with both invitations delivered and
+/// expiring 7 days after receipt, nothing queued, and answers at rates like
+/// the study's (see [`response`]).
 pub fn write_chat(store: &Store, key: &PseudonymKey, number: usize, received_at: Millis) -> Result<(), String> {
     let now = received_at;
     let chat_key = key.pseudonym("chat", &format!("fill-{number}"));

@@ -20,7 +20,7 @@ use super::{ALL_ITEMS, Funnel, Rate, Report, ReportFilter, ReportOptions, build_
 use crate::questionnaire::{INSTRUMENT_VERSION, ITEM_COUNT, Instrument, Lang, Role};
 use crate::routes::questionnaire::time_text;
 use crate::store::records::{ChatRecord, InvitationRecord, Millis, Response, ResponseStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{ChatEntry, Store, StoreError};
 
 /// The three export layouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -541,17 +541,15 @@ pub fn write(
     writer.write_row(&header)?;
 
     for entry in store.chats() {
-        let (key, chat) = entry?;
-        if !filter.matches(&chat) {
+        let entry = entry?;
+        if !filter.matches(&entry.chat) {
             continue;
         }
-        let invitations = [
-            stored_invitation(store, &chat, Role::Parent)?,
-            stored_invitation(store, &chat, Role::Professional)?,
-        ];
+        let invitations = [Role::Parent, Role::Professional].map(|role| stored_invitation(&entry, role));
+        let (key, chat) = (&entry.key, &entry.chat);
         match options.layout {
-            Layout::Wide => write_wide_row(&mut writer, &key, &chat, &invitations, now, options)?,
-            Layout::Long => write_long_rows(&mut writer, &key, &chat, &invitations)?,
+            Layout::Wide => write_wide_row(&mut writer, key, chat, &invitations, now, options)?,
+            Layout::Long => write_long_rows(&mut writer, key, chat, &invitations)?,
             Layout::Funnel => unreachable!("handled above"),
         }
     }
@@ -559,11 +557,11 @@ pub fn write(
     Ok(writer.rows - 1)
 }
 
-fn stored_invitation(store: &Store, chat: &ChatRecord, role: Role) -> Result<Option<InvitationRecord>, StoreError> {
-    if !chat.eligible {
-        return Ok(None);
+fn stored_invitation(entry: &ChatEntry, role: Role) -> Option<InvitationRecord> {
+    if !entry.chat.eligible {
+        return None;
     }
-    store.invitation(chat.invitation(role))
+    entry.invitation(role).cloned()
 }
 
 fn day_and_week(chat: &ChatRecord) -> (String, String) {

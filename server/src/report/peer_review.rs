@@ -21,8 +21,8 @@ use super::nurses::{NurseAccumulator, NurseFigures};
 use super::{ALL_ITEMS, ReportFilter, calendar, category};
 use crate::questionnaire::{ITEM_COUNT, Instrument, Lang, Rating, Role};
 use crate::routes::questionnaire::time_text;
-use crate::store::records::{ChatRecord, Millis};
-use crate::store::{Store, StoreError};
+use crate::store::records::Millis;
+use crate::store::{ChatEntry, Store, StoreError};
 
 /// The label chats are grouped by.
 // NOTE: the stored chat has no team label, so groups are organizations. A
@@ -138,11 +138,12 @@ pub fn build(
     let mut groups: BTreeMap<Option<String>, GroupCounts> = BTreeMap::new();
 
     for entry in store.chats() {
-        let (_, chat) = entry?;
-        if !chat.eligible || !filter.matches(&chat) {
+        let entry = entry?;
+        let chat = &entry.chat;
+        if !chat.eligible || !filter.matches(chat) {
             continue;
         }
-        let Some((parent, professional)) = pair_scores(store, &chat)? else {
+        let Some((parent, professional)) = pair_scores(&entry) else {
             continue;
         };
 
@@ -218,18 +219,14 @@ pub fn build(
 type Scores = [u8; ITEM_COUNT];
 
 /// Returns the parent's and the professional's scores when the chat is a matched pair.
-fn pair_scores(store: &Store, chat: &ChatRecord) -> Result<Option<(Scores, Scores)>, StoreError> {
-    let mut scores = [None, None];
-    for (slot, role) in scores.iter_mut().zip(Role::BOTH) {
-        let Some(invitation) = store.invitation(chat.invitation(role))? else {
-            return Ok(None);
-        };
-        *slot = invitation.response.ratings().map(|ratings| ratings.map(Rating::score));
-    }
-    match scores {
-        [Some(parent), Some(professional)] => Ok(Some((parent, professional))),
-        _ => Ok(None),
-    }
+fn pair_scores(entry: &ChatEntry) -> Option<(Scores, Scores)> {
+    let [parent, professional] = Role::BOTH.map(|role| {
+        entry
+            .invitation(role)
+            .and_then(|invitation| invitation.response.ratings())
+            .map(|ratings| ratings.map(Rating::score))
+    });
+    Some((parent?, professional?))
 }
 
 fn rating(score: u8) -> Rating {

@@ -33,6 +33,11 @@ pub async fn metrics(state: web::Data<AppState>, request: HttpRequest) -> Result
     text.push_str("# HELP alliance_chats_stored Chats in the store.\n# TYPE alliance_chats_stored gauge\n");
     text.push_str(&format!("alliance_chats_stored {}\n", state.store.chat_count()));
     text.push_str(
+        "# HELP alliance_chats_archived Stored chats that have settled and moved into the archive.\n\
+         # TYPE alliance_chats_archived gauge\n",
+    );
+    text.push_str(&format!("alliance_chats_archived {}\n", state.store.archived_count()));
+    text.push_str(
         "# HELP alliance_store_inbox_entries Accepted webhooks not yet written into sled.\n\
          # TYPE alliance_store_inbox_entries gauge\n",
     );

@@ -6,7 +6,8 @@
 //! leaf contains at most 16 keys, so the memory of an open store follows the
 //! number of keys. A chat used to take five: chat, facts, two invitations
 //! and its webhook id. It now takes two, and the webhook id only for the
-//! days that platforms retry. The facts stay apart from the record because
+//! days that platforms retry, until it settles and moves into the archive
+//! (see [`super::archive`]). The facts stay apart from the record because
 //! every page a scan reads stays in memory for a while (sled accounts for
 //! pages in batches): the scans at open and for the retention purge read
 //! 90-byte facts, not the records of about 1.3 KB.

@@ -26,7 +26,7 @@ use std::sync::{Mutex, PoisonError};
 
 /// The sled tree an operation belongs to. The numbers are part of the
 /// journal format and must not change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum TreeId {
     Chats = 0,
     Invitations = 1,
@@ -39,6 +39,8 @@ pub(super) enum TreeId {
     Records = 8,
     Aliases = 9,
     ChatFacts = 10,
+    ArchiveRecords = 11,
+    ArchiveFacts = 12,
 }
 
 impl TreeId {
@@ -55,6 +57,8 @@ impl TreeId {
             8 => Self::Records,
             9 => Self::Aliases,
             10 => Self::ChatFacts,
+            11 => Self::ArchiveRecords,
+            12 => Self::ArchiveFacts,
             _ => return None,
         })
     }
@@ -389,7 +393,7 @@ mod tests {
 
     #[test]
     fn unknown_tree_or_kind_is_damage() {
-        assert!(parse_ops(&[11, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(parse_ops(&[13, INSERT, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         assert!(parse_ops(&[0, 7, 0, 0, 0, 0]).is_none());
         assert!(parse_ops(&[0, REMOVE, 5, 0, 0, 0, b'x']).is_none());
     }

@@ -8,6 +8,9 @@
 //! - `chat_facts`: record key → receive time and report facts (see
 //!   [`chat_value::facts_value`]). These values are small, so the scans at
 //!   open and for the retention purge read little.
+//! - `archive_records` and `archive_facts`: the same two values of every
+//!   settled chat, many chats to a key (see [`archive`]). A chat is in the
+//!   three trees above or in these two, never in both.
 //! - `webhook_ids`: accepted `webhook-id` → receive time and event digest (see [`webhook_ids`])
 //! - `queue`: due time (big-endian millis) ++ invitation id → [`QueuedDelivery`]
 //! - `dead`: invitation id → [`QueuedDelivery`] that will not be retried by itself
@@ -21,6 +24,7 @@
 //! is waiting, so concurrent writers share one fsync. Accepted chats reach
 //! sled later, through the inbox (see [`inbox`]).
 
+pub mod archive;
 mod chat_value;
 pub mod facts;
 mod inbox;
@@ -30,8 +34,9 @@ pub mod records;
 mod seen;
 pub mod webhook_ids;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -87,6 +92,13 @@ struct Shared {
     /// Keys written while [`Store::copy_to`] runs in the trees that the copy
     /// takes again at its end. `None` while no copy runs.
     copy_changes: Mutex<Option<ChangedKeys>>,
+    /// Number of chats in the archive, counted at open and changed with
+    /// every write of an archive bucket.
+    archived: AtomicI64,
+    /// Odd while a write that moves chats into or out of the archive is
+    /// applied, and one higher after it, so a reader outside the write lock
+    /// can tell that a chat moved while it looked in both places.
+    archive_moves: AtomicU64,
 }
 
 impl Shared {
@@ -101,7 +113,13 @@ impl Shared {
             let (Op::Insert { tree, key, .. } | Op::Remove { tree, key }) = *op;
             if matches!(
                 tree,
-                TreeId::Records | TreeId::WebhookIds | TreeId::Aliases | TreeId::Queue | TreeId::Dead
+                TreeId::Records
+                    | TreeId::WebhookIds
+                    | TreeId::Aliases
+                    | TreeId::Queue
+                    | TreeId::Dead
+                    | TreeId::ArchiveRecords
+                    | TreeId::ArchiveFacts
             ) {
                 changes.insert((tree, key.to_vec()));
             }
@@ -113,6 +131,7 @@ impl Shared {
 struct CopyTrees {
     records: sled::Tree,
     aliases: sled::Tree,
+    archive_records: sled::Tree,
 }
 
 /// Keys written while a copy runs, with their tree.
@@ -150,7 +169,7 @@ impl Drop for CopyChanges<'_> {
 const ENTRIES_PER_TRANSACTION: usize = 32;
 
 /// Number of sled trees, in [`TreeId`] order.
-const TREES: usize = 11;
+const TREES: usize = 13;
 const TREE_NAMES: [&str; TREES] = [
     "chats",
     "invitations",
@@ -163,6 +182,8 @@ const TREE_NAMES: [&str; TREES] = [
     "chat_records",
     "invitation_aliases",
     "chat_facts",
+    "archive_records",
+    "archive_facts",
 ];
 
 /// The writer of inbox entries into sled, shared by the applier thread and checkpoints.
@@ -377,23 +398,10 @@ impl Store {
     /// `cache_bytes`, replaying what the journal of an earlier run still holds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         create_private_dir(dir)?;
-        // sled's own periodic flush is off: the journal makes writes durable,
-        // and checkpoints flush sled.
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .open()?;
+        let (db, mut trees) = open_sled(dir, cache_bytes)?;
         let (flush_requests, receiver) = mpsc::channel();
         let journal_path = dir.join("journal");
         let leftover = Journal::read_leftover(&journal_path)?;
-        let mut opened = Vec::with_capacity(TREES);
-        for name in TREE_NAMES {
-            opened.push(db.open_tree(name)?);
-        }
-        let mut trees: [sled::Tree; TREES] = opened
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one handle per tree"));
         if !leftover.is_empty() {
             replay(&trees, &leftover)?;
             db.flush()?;
@@ -411,40 +419,27 @@ impl Store {
             journal: Journal::open_empty(&journal_path)?,
             inbox: inbox::Inbox::default(),
             copy_changes: Mutex::new(None),
+            archived: AtomicI64::new(0),
+            archive_moves: AtomicU64::new(0),
         });
-        let sink = Sink {
-            db: db.clone(),
-            trees: trees.clone(),
-            live: Arc::default(),
-            shared: Arc::clone(&shared),
-        };
-        let tree = |id: TreeId| trees[id as usize].clone();
-        let store = Self {
-            records: tree(TreeId::Records),
-            aliases: tree(TreeId::Aliases),
-            chat_facts: tree(TreeId::ChatFacts),
-            webhook_ids: tree(TreeId::WebhookIds),
-            queue: tree(TreeId::Queue),
-            dead: tree(TreeId::Dead),
-            meta: tree(TreeId::Meta),
-            totals: tree(TreeId::Totals),
-            salt,
-            live: Arc::clone(&sink.live),
-            shared,
-            flusher: Arc::new(Flusher {
-                requests: None,
-                thread: None,
-                applier: None,
-            }),
-            sink: sink.clone(),
-            db,
-        };
+        let store = Self::assemble(db, trees, salt, Arc::default(), shared);
         if !leftover.is_empty() {
             store.remove_unacknowledged_orphans()?;
         }
         store.build_live_totals()?;
         store.build_seen_filters()?;
         store.db.flush()?;
+        // sled keeps most pages that a scan reads in memory, beyond its cache
+        // size (see the memory section of docs/benchmarks.md). The scans above
+        // read every chat's facts, so sled is opened again without them.
+        let (salt, live, shared) = {
+            // Moved into this block, so its sled handles are dropped at its end.
+            let store = store;
+            (store.salt, Arc::clone(&store.live), Arc::clone(&store.shared))
+        };
+        let (db, trees) = open_sled(dir, cache_bytes)?;
+        let store = Self::assemble(db, trees, salt, live, shared);
+        let sink = store.sink.clone();
         let applier = spawn_applier(sink.clone());
         let thread = spawn_flusher(sink, receiver);
         Ok(Self {
@@ -455,6 +450,43 @@ impl Store {
             }),
             ..store
         })
+    }
+
+    /// Builds a store, without its flusher and applier threads, from sled
+    /// handles and the state kept in memory.
+    fn assemble(
+        db: sled::Db,
+        trees: [sled::Tree; TREES],
+        salt: Salt,
+        live: Arc<Mutex<LiveTotals>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let tree = |id: TreeId| trees[id as usize].clone();
+        Self {
+            records: tree(TreeId::Records),
+            aliases: tree(TreeId::Aliases),
+            chat_facts: tree(TreeId::ChatFacts),
+            webhook_ids: tree(TreeId::WebhookIds),
+            queue: tree(TreeId::Queue),
+            dead: tree(TreeId::Dead),
+            meta: tree(TreeId::Meta),
+            totals: tree(TreeId::Totals),
+            salt,
+            live: Arc::clone(&live),
+            shared: Arc::clone(&shared),
+            flusher: Arc::new(Flusher {
+                requests: None,
+                thread: None,
+                applier: None,
+            }),
+            sink: Sink {
+                db: db.clone(),
+                trees,
+                live,
+                shared,
+            },
+            db,
+        }
     }
 
     fn tree(&self, id: TreeId) -> &sled::Tree {
@@ -476,24 +508,87 @@ impl Store {
         InvitationId::with_locator(prefix)
     }
 
-    /// Finds the stored chat of an invitation: its record key and value.
-    fn locate(&self, id: &InvitationId) -> Result<Option<(sled::IVec, StoredChat)>, StoreError> {
+    /// Finds the stored chat of an invitation, in the hot trees or in the archive.
+    fn locate(&self, id: &InvitationId) -> Result<Option<Located>, StoreError> {
+        let has_invitation = |stored: &StoredChat| stored.invitations.iter().any(|invitation| invitation.id == *id);
         if let Some(prefix) = chat_value::id_prefix(id) {
             for entry in self.records.scan_prefix(prefix) {
                 let (key, value) = entry?;
                 let stored = decode_chat(&key, &value)?;
-                if stored.invitations.iter().any(|invitation| invitation.id == *id) {
-                    return Ok(Some((key, stored)));
+                if has_invitation(&stored) {
+                    return Ok(Some(Located::hot(&key, stored)));
+                }
+            }
+            if let Some(bucket_key) = archive::bucket_of(&prefix)
+                && let Some(bucket) = self.tree(TreeId::ArchiveRecords).get(bucket_key)?
+            {
+                let bucket = plain_bucket(&bucket_key, &bucket)?;
+                for (key, value) in archive_entries(&bucket_key, &bucket)? {
+                    if key.starts_with(&prefix) {
+                        let stored = decode_chat(key, value)?;
+                        if has_invitation(&stored) {
+                            return Ok(Some(Located::archived(key, stored)));
+                        }
+                    }
                 }
             }
         }
         let Some(key) = self.aliases.get(id.as_str())? else {
             return Ok(None);
         };
-        match self.records.get(&key)? {
-            Some(value) => Ok(Some((key.clone(), decode_chat(&key, &value)?))),
+        if let Some(value) = self.records.get(&key)? {
+            return Ok(Some(Located::hot(&key, decode_chat(&key, &value)?)));
+        }
+        match self.archived(TreeId::ArchiveRecords, &key)? {
+            Some(value) => Ok(Some(Located::archived(&key, decode_chat(&key, &value)?))),
             None => Ok(None),
         }
+    }
+
+    /// Returns the value of chat `key` in the archive tree `tree`
+    /// (`ArchiveRecords` or `ArchiveFacts`).
+    fn archived(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(bucket_key) = archive::bucket_of(key) else {
+            return Ok(None);
+        };
+        let Some(bucket) = self.tree(tree).get(bucket_key)? else {
+            return Ok(None);
+        };
+        let bucket = plain_bucket(&bucket_key, &bucket)?;
+        archive_entries(&bucket_key, &bucket)?;
+        Ok(archive::find(&bucket, key).map(<[u8]>::to_vec))
+    }
+
+    /// Returns whether chat `key` is stored, hot or archived. Runs outside
+    /// the write lock, so it looks again when a chat moved meanwhile.
+    fn contains_chat(&self, key: &[u8]) -> Result<bool, StoreError> {
+        loop {
+            let before = self.shared.archive_moves.load(Ordering::SeqCst);
+            if before % 2 == 0 {
+                let found = self.records.contains_key(key)? || self.archived(TreeId::ArchiveFacts, key)?.is_some();
+                if self.shared.archive_moves.load(Ordering::SeqCst) == before {
+                    return Ok(found);
+                }
+            }
+            thread::yield_now();
+        }
+    }
+
+    /// Records in `writes` that chat `key` leaves the archive: its entries
+    /// in both archive buckets go.
+    fn unarchive(&self, writes: &mut Writes<'_>, key: &[u8]) -> Result<(), StoreError> {
+        let bucket_key = archive::bucket_of(key).ok_or_else(|| damaged_bucket(key))?;
+        for tree in [TreeId::ArchiveRecords, TreeId::ArchiveFacts] {
+            let current = writes.current(tree, &bucket_key)?;
+            match archive::with(current.as_deref(), key, None, tree == TreeId::ArchiveRecords) {
+                Ok(Some(bucket)) => writes.insert(tree, &bucket_key, &bucket)?,
+                Ok(None) => {
+                    writes.remove(tree, &bucket_key)?;
+                }
+                Err(()) => return Err(damaged_bucket(&bucket_key)),
+            }
+        }
+        Ok(())
     }
 
     /// Deletes what a write that was never acknowledged may have left after
@@ -531,12 +626,22 @@ impl Store {
     }
 
     /// Counts every chat's facts into the running totals, once at open.
+    /// Also counts the archived chats.
     fn build_live_totals(&self) -> Result<(), StoreError> {
         let mut live = self.live_totals();
         for entry in self.chat_facts.iter() {
             let (_, value) = entry?;
             live.replace(None, chat_value::facts_of(&value));
         }
+        let mut archived = 0;
+        for entry in self.tree(TreeId::ArchiveFacts).iter() {
+            let (bucket_key, bucket) = entry?;
+            for (_, value) in archive_entries(&bucket_key, &bucket)? {
+                live.replace(None, chat_value::facts_of(value));
+                archived += 1;
+            }
+        }
+        self.shared.archived.store(archived, Ordering::Relaxed);
         live.shrink_to_fit();
         Ok(())
     }
@@ -550,6 +655,12 @@ impl Store {
         }
         for key in self.chat_facts.iter().keys() {
             queue.seen_chats.insert(&key?);
+        }
+        for entry in self.tree(TreeId::ArchiveFacts).iter() {
+            let (bucket_key, bucket) = entry?;
+            for (key, _) in archive_entries(&bucket_key, &bucket)? {
+                queue.seen_chats.insert(key);
+            }
         }
         Ok(())
     }
@@ -582,7 +693,7 @@ impl Store {
         if !writes.payload.is_empty() {
             let ops = journal::parse_ops(&writes.payload)
                 .ok_or_else(|| StoreError::Journal(std::io::Error::other("bad payload")))?;
-            apply_ops(&self.sink.trees, Some(&self.live), &ops)?;
+            apply_ops(&self.sink.trees, Some(self.sink.tally()), &ops)?;
             self.shared.journal.append(&writes.payload);
             self.shared.note_copy_changes(&ops);
         }
@@ -692,7 +803,7 @@ impl Store {
             }
         }
         let known_chat = queue.has_chat(&record_key)
-            || (queue.seen_chats.may_contain(&record_key) && self.records.contains_key(record_key)?);
+            || (queue.seen_chats.may_contain(&record_key) && self.contains_chat(&record_key)?);
         let (acceptance, chat_key) = if known_chat {
             payload.clear();
             if let Some(webhook_id) = new.webhook_id {
@@ -775,21 +886,66 @@ impl Store {
     /// callers look up chats of delivered invitations, which are in sled.
     pub fn chat(&self, key: &str) -> Result<Option<ChatRecord>, StoreError> {
         let record_key = self.record_key(key);
-        match self.records.get(record_key)? {
+        if let Some(value) = self.records.get(record_key)? {
+            return Ok(Some(decode_chat(&record_key, &value)?.chat));
+        }
+        match self.archived(TreeId::ArchiveRecords, &record_key)? {
             Some(value) => Ok(Some(decode_chat(&record_key, &value)?.chat)),
             None => Ok(None),
         }
     }
 
-    /// Iterates over all chats with their pseudonyms, in record-key order
-    /// (which is not the order of the pseudonyms).
-    pub fn chats(&self) -> impl Iterator<Item = Result<(String, ChatRecord), StoreError>> + '_ {
+    /// Iterates over all chats with their pseudonyms and invitations: the
+    /// hot ones in record-key order (which is not the order of the
+    /// pseudonyms), then the archived ones.
+    ///
+    /// Holds the purge lock until the iterator is dropped, so no chat moves
+    /// into the archive or is purged meanwhile. A chat that moves out of the
+    /// archive because it changes during the iteration can be missed.
+    pub fn chats(&self) -> impl Iterator<Item = Result<ChatEntry, StoreError>> + '_ {
         self.settle();
-        self.records.iter().map(|entry| {
+        let no_moves = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let hot = self.records.iter().map(|entry| {
             let (key, value) = entry?;
-            let stored = decode_chat(&key, &value)?;
-            Ok((stored.key, stored.chat))
+            Ok(ChatEntry::from(decode_chat(&key, &value)?))
+        });
+        let archived = self.tree(TreeId::ArchiveRecords).iter().flat_map(|entry| {
+            let chats = entry.map_err(StoreError::from).and_then(|(bucket_key, bucket)| {
+                let bucket = plain_bucket(&bucket_key, &bucket)?;
+                archive_entries(&bucket_key, &bucket)?
+                    .into_iter()
+                    .map(|(key, value)| decode_chat(key, value).map(ChatEntry::from))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match chats {
+                Ok(chats) => chats.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(error) => vec![Err(error)],
+            }
+        });
+        hot.chain(archived).inspect(move |_| {
+            let _ = &no_moves;
         })
+    }
+
+    /// Calls `visit` with the key and facts value of every stored chat, hot
+    /// and archived.
+    fn for_each_facts_value(
+        &self,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // No chat moves into the archive or is purged while the scan runs (see `Store::chats`).
+        let _no_moves = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in self.chat_facts.iter() {
+            let (key, value) = entry?;
+            visit(&key, &value)?;
+        }
+        for entry in self.tree(TreeId::ArchiveFacts).iter() {
+            let (bucket_key, bucket) = entry?;
+            for (key, value) in archive_entries(&bucket_key, &bucket)? {
+                visit(key, value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Calls `visit` with the report facts of every chat, in record-key
@@ -797,17 +953,17 @@ impl Store {
     pub fn for_each_facts(&self, mut visit: impl FnMut(&facts::ChatFacts<'_>)) -> Result<u64, StoreError> {
         self.settle();
         let mut count = 0;
-        for entry in self.chat_facts.iter() {
-            let (key, value) = entry?;
+        self.for_each_facts_value(|key, value| {
             let chat_facts =
-                chat_value::facts_of(&value)
+                chat_value::facts_of(value)
                     .and_then(facts::decode)
                     .ok_or_else(|| StoreError::CorruptFacts {
-                        key: crate::token::hex(&key),
+                        key: crate::token::hex(key),
                     })?;
             visit(&chat_facts);
             count += 1;
-        }
+            Ok(())
+        })?;
         Ok(count)
     }
 
@@ -821,6 +977,14 @@ impl Store {
             count += 1;
             bytes += value.len() as u64;
         }
+        for entry in self.tree(TreeId::ArchiveRecords).iter() {
+            let (bucket_key, bucket) = entry?;
+            let bucket = plain_bucket(&bucket_key, &bucket)?;
+            for (_, value) in archive_entries(&bucket_key, &bucket)? {
+                count += 1;
+                bytes += value.len() as u64;
+            }
+        }
         Ok((count, bytes))
     }
 
@@ -829,11 +993,11 @@ impl Store {
     pub fn scan_facts_bytes(&self) -> Result<(u64, u64), StoreError> {
         let mut count = 0;
         let mut bytes = 0;
-        for entry in self.chat_facts.iter() {
-            let (_, value) = entry?;
+        self.for_each_facts_value(|_, value| {
             count += 1;
             bytes += value.len() as u64;
-        }
+            Ok(())
+        })?;
         Ok((count, bytes))
     }
 
@@ -842,12 +1006,32 @@ impl Store {
     pub fn chats_received_before(&self, cutoff: Millis) -> Result<Vec<String>, StoreError> {
         self.settle();
         let mut old = Vec::new();
+        let is_old = |value: &[u8]| chat_value::received_at(value).is_some_and(|received| received < cutoff);
         for entry in self.chat_facts.iter() {
             let (key, value) = entry?;
-            if chat_value::received_at(&value).is_some_and(|received| received < cutoff)
+            if is_old(&value)
                 && let Some(record) = self.records.get(&key)?
             {
                 old.push(decode_chat(&key, &record)?.key);
+            }
+        }
+        for entry in self.tree(TreeId::ArchiveFacts).iter() {
+            let (bucket_key, bucket) = entry?;
+            let old_keys: Vec<&[u8]> = archive_entries(&bucket_key, &bucket)?
+                .into_iter()
+                .filter_map(|(key, value)| is_old(value).then_some(key))
+                .collect();
+            if old_keys.is_empty() {
+                continue;
+            }
+            let Some(records) = self.tree(TreeId::ArchiveRecords).get(&bucket_key)? else {
+                continue;
+            };
+            let records = plain_bucket(&bucket_key, &records)?;
+            for (key, value) in archive_entries(&bucket_key, &records)? {
+                if old_keys.contains(&key) {
+                    old.push(decode_chat(key, value)?.key);
+                }
             }
         }
         Ok(old)
@@ -881,11 +1065,18 @@ impl Store {
         let record_key = self.record_key(chat_key);
         let _purging = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.write(|writes| {
-            let Some(value) = self.records.get(record_key)? else {
-                return Ok(None);
+            let (value, facts_value, archived) = match self.records.get(record_key)? {
+                Some(value) => (
+                    value.to_vec(),
+                    self.chat_facts.get(record_key)?.map(|v| v.to_vec()),
+                    false,
+                ),
+                None => match self.archived(TreeId::ArchiveRecords, &record_key)? {
+                    Some(value) => (value, self.archived(TreeId::ArchiveFacts, &record_key)?, true),
+                    None => return Ok(None),
+                },
             };
             let stored = decode_chat(&record_key, &value)?;
-            let facts_value = self.chat_facts.get(record_key)?;
             let chat_facts = facts_value
                 .as_deref()
                 .and_then(chat_value::facts_of)
@@ -905,15 +1096,94 @@ impl Store {
                 }
                 writes.remove(TreeId::Aliases, id)?;
             }
-            writes.remove(TreeId::ChatFacts, &record_key)?;
-            writes.remove(TreeId::Records, &record_key)?;
+            if archived {
+                self.unarchive(writes, &record_key)?;
+            } else {
+                writes.remove(TreeId::ChatFacts, &record_key)?;
+                writes.remove(TreeId::Records, &record_key)?;
+            }
             Ok(Some(purged))
         })
     }
 
-    /// Counts the chats in sled, without those still in the inbox.
+    /// Counts the chats in sled, hot and archived, without those still in the inbox.
     pub fn chat_count(&self) -> usize {
-        self.records.len()
+        self.records.len() + self.archived_count()
+    }
+
+    /// Moves every settled chat into the archive (see [`archive`]) and
+    /// returns how many moved. A chat is settled when it can no longer
+    /// change by itself: every invitation was delivered and expired at least
+    /// [`archive::SETTLED_AFTER`] before `now`, or, without invitations, it
+    /// was received that long before. Reads the facts of every hot chat and
+    /// the record of each candidate; moves [`ARCHIVE_BATCH`] chats per write.
+    /// `progress` gets the number moved so far after each write.
+    pub fn archive_settled(&self, now: Millis, mut progress: impl FnMut(u64)) -> Result<u64, StoreError> {
+        self.settle();
+        let mut moved = 0;
+        let mut batch = Vec::with_capacity(ARCHIVE_BATCH);
+        for entry in self.chat_facts.iter() {
+            let (key, value) = entry?;
+            if facts_settled(&value, now) {
+                batch.push(key);
+            }
+            if batch.len() == ARCHIVE_BATCH {
+                moved += self.archive_chats(&std::mem::take(&mut batch), now)?;
+                progress(moved);
+            }
+        }
+        if !batch.is_empty() {
+            moved += self.archive_chats(&batch, now)?;
+            progress(moved);
+        }
+        Ok(moved)
+    }
+
+    /// Moves the chats `keys` that are settled at `now` into the archive, in
+    /// one write; returns how many moved.
+    fn archive_chats(&self, keys: &[sled::IVec], now: Millis) -> Result<u64, StoreError> {
+        // A backup copy never sees a chat leave the hot trees halfway through.
+        let _purging = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.write(|writes| {
+            let mut buckets: BTreeMap<(TreeId, [u8; archive::BUCKET_BYTES]), Option<Vec<u8>>> = BTreeMap::new();
+            let mut moved = 0;
+            for key in keys {
+                // Read under the write lock: the chat may have changed since the scan.
+                let (Some(record), Some(facts_value)) = (self.records.get(key)?, self.chat_facts.get(key)?) else {
+                    continue;
+                };
+                if !is_settled(&decode_chat(key, &record)?, now) {
+                    continue;
+                }
+                let Some(bucket_key) = archive::bucket_of(key).filter(|_| key.len() == KEY_BYTES) else {
+                    continue;
+                };
+                for (tree, value) in [(TreeId::ArchiveRecords, &record), (TreeId::ArchiveFacts, &facts_value)] {
+                    let bucket = match buckets.entry((tree, bucket_key)) {
+                        std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(entry) => {
+                            entry.insert(self.tree(tree).get(bucket_key)?.map(|bucket| bucket.to_vec()))
+                        }
+                    };
+                    *bucket = archive::with(bucket.as_deref(), key, Some(value), tree == TreeId::ArchiveRecords)
+                        .map_err(|()| damaged_bucket(&bucket_key))?;
+                }
+                writes.remove(TreeId::ChatFacts, key)?;
+                writes.remove(TreeId::Records, key)?;
+                moved += 1;
+            }
+            for ((tree, bucket_key), bucket) in &buckets {
+                if let Some(bucket) = bucket {
+                    writes.insert(*tree, bucket_key, bucket)?;
+                }
+            }
+            Ok(moved)
+        })
+    }
+
+    /// Counts the chats in the archive.
+    pub fn archived_count(&self) -> usize {
+        usize::try_from(self.shared.archived.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Counts the accepted webhooks waiting in the inbox to be written into sled.
@@ -922,9 +1192,13 @@ impl Store {
     }
 
     pub fn invitation(&self, id: &InvitationId) -> Result<Option<InvitationRecord>, StoreError> {
-        Ok(self
-            .locate(id)?
-            .and_then(|(_, stored)| stored.invitations.into_iter().find(|invitation| invitation.id == *id)))
+        Ok(self.locate(id)?.and_then(|located| {
+            located
+                .stored
+                .invitations
+                .into_iter()
+                .find(|invitation| invitation.id == *id)
+        }))
     }
 
     /// Reads, changes and writes one invitation, with the report facts of
@@ -981,7 +1255,12 @@ impl Store {
         id: &InvitationId,
         change: impl FnOnce(&mut InvitationRecord) -> Result<T, E>,
     ) -> Result<(T, InvitationRecord), UpdateError<E>> {
-        let Some((key, mut stored)) = self.locate(id)? else {
+        let Some(Located {
+            key,
+            mut stored,
+            archived,
+        }) = self.locate(id)?
+        else {
             return Err(UpdateError::NotFound);
         };
         let Some(record) = stored.invitations.iter_mut().find(|invitation| invitation.id == *id) else {
@@ -991,10 +1270,14 @@ impl Store {
         let outcome = change(record).map_err(UpdateError::Rejected)?;
         let record = record.clone();
         if record != before {
-            // A change that leaves the report facts as they are writes
-            // the record alone.
             let facts_value = chat_value::facts_value(&stored);
-            if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
+            if archived {
+                // The chat changes again, so it leaves the archive in this write.
+                self.unarchive(writes, &key)?;
+                writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
+            } else if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
+                // A change that leaves the report facts as they are writes
+                // the record alone.
                 writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
             }
             writes.insert(TreeId::Records, &key, &stored.encode())?;
@@ -1141,10 +1424,18 @@ impl Store {
         id: &InvitationId,
         change: impl FnOnce(&mut InvitationRecord),
     ) -> Result<(), StoreError> {
-        if let Some((key, mut stored)) = self.locate(id)?
+        if let Some(Located {
+            key,
+            mut stored,
+            archived,
+        }) = self.locate(id)?
             && let Some(record) = stored.invitations.iter_mut().find(|invitation| invitation.id == *id)
         {
             change(record);
+            if archived {
+                self.unarchive(writes, &key)?;
+                writes.insert(TreeId::ChatFacts, &key, &chat_value::facts_value(&stored))?;
+            }
             writes.insert(TreeId::Records, &key, &stored.encode())?;
         }
         Ok(())
@@ -1221,7 +1512,13 @@ impl Store {
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
         let _no_purge = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.settle();
-        let copy = sled::Config::new().path(dir).create_new(true).open()?;
+        // Without sled's periodic flush thread, which would hold the copy
+        // open for a moment after it is dropped, so it can be opened at once.
+        let copy = sled::Config::new()
+            .path(dir)
+            .create_new(true)
+            .flush_every_ms(None)
+            .open()?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -1232,6 +1529,7 @@ impl Store {
         let copy_trees = CopyTrees {
             records: copy.open_tree("chat_records")?,
             aliases: copy.open_tree("invitation_aliases")?,
+            archive_records: copy.open_tree("archive_records")?,
         };
         let mut chats = 0;
         for (name, tree) in [
@@ -1239,6 +1537,9 @@ impl Store {
             ("invitation_aliases", &self.aliases),
             ("totals", &self.totals),
             ("webhook_ids", &self.webhook_ids),
+            // The chats, hot and archived, before the deliveries, which are copied only with their chat.
+            ("archive_records", self.tree(TreeId::ArchiveRecords)),
+            ("archive_facts", self.tree(TreeId::ArchiveFacts)),
             ("queue", &self.queue),
             ("dead", &self.dead),
         ] {
@@ -1255,6 +1556,7 @@ impl Store {
                         facts_batch.insert(&key, chat_value::facts_value(&decode_chat(&key, &value)?));
                         chats += 1;
                     }
+                    "archive_records" => chats += archive_entries(&key, &plain_bucket(&key, &value)?)?.len(),
                     "queue" | "dead" if !Self::chat_copied(&copy_trees, &key, &value)? => continue,
                     _ => {}
                 }
@@ -1273,8 +1575,8 @@ impl Store {
         let write_guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let locked = Instant::now();
         let mut changed: Vec<(TreeId, Vec<u8>)> = changes.take().into_iter().collect();
-        // Records first, so the deliveries after them find their chats.
-        changed.sort_unstable_by_key(|(tree, _)| *tree != TreeId::Records);
+        // Chats first, so the deliveries after them find their chats.
+        changed.sort_unstable_by_key(|(tree, _)| !matches!(tree, TreeId::Records | TreeId::ArchiveRecords));
         for (tree, key) in &changed {
             if *tree == TreeId::Records {
                 let had = copy_trees.records.contains_key(key)?;
@@ -1293,7 +1595,16 @@ impl Store {
                 continue;
             }
             let target = copy.open_tree(TREE_NAMES[*tree as usize])?;
-            match self.sink.trees[*tree as usize].get(key)? {
+            let current = self.sink.trees[*tree as usize].get(key)?;
+            if *tree == TreeId::ArchiveRecords {
+                let count = |bucket: Option<&[u8]>| -> Result<usize, StoreError> {
+                    bucket.map_or(Ok(0), |bucket| {
+                        Ok(archive_entries(key, &plain_bucket(key, bucket)?)?.len())
+                    })
+                };
+                chats = chats + count(current.as_deref())? - count(target.get(key)?.as_deref())?;
+            }
+            match current {
                 Some(value) if !matches!(tree, TreeId::Queue | TreeId::Dead) => {
                     target.insert(key, value)?;
                 }
@@ -1328,13 +1639,24 @@ impl Store {
     fn chat_copied(copy: &CopyTrees, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
         let delivery: QueuedDelivery = decode(key, value)?;
         let id = &delivery.invitation_id;
+        let in_archive = |record_key: &[u8]| -> Result<bool, StoreError> {
+            let Some(bucket_key) = archive::bucket_of(record_key) else {
+                return Ok(false);
+            };
+            Ok(match copy.archive_records.get(bucket_key)? {
+                Some(bucket) => archive_entries(&bucket_key, &plain_bucket(&bucket_key, &bucket)?)?
+                    .iter()
+                    .any(|(key, _)| key.starts_with(record_key)),
+                None => false,
+            })
+        };
         if let Some(prefix) = chat_value::id_prefix(id)
-            && copy.records.scan_prefix(prefix).next().transpose()?.is_some()
+            && (copy.records.scan_prefix(prefix).next().transpose()?.is_some() || in_archive(&prefix)?)
         {
             return Ok(true);
         }
         match copy.aliases.get(id.as_str())? {
-            Some(record_key) => Ok(copy.records.contains_key(record_key)?),
+            Some(record_key) => Ok(copy.records.contains_key(&record_key)? || in_archive(&record_key)?),
             None => Ok(false),
         }
     }
@@ -1356,6 +1678,138 @@ impl Store {
     pub fn is_healthy(&self) -> bool {
         self.meta.get(b"first_started_at").is_ok()
     }
+}
+
+/// Opens sled in `dir` with every tree. sled's own periodic flush is off:
+/// the journal makes writes durable, and checkpoints flush sled.
+///
+/// A handle of this process that was just dropped can hold sled's file lock
+/// for a moment, while sled's I/O threads finish its last flush. So a busy
+/// lock is tried again for up to 2 seconds.
+fn open_sled(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, [sled::Tree; TREES]), StoreError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        .flush_every_ms(None);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let db = loop {
+        match config.open() {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(20));
+            }
+            opened => break opened?,
+        }
+    };
+    let mut opened = Vec::with_capacity(TREES);
+    for name in TREE_NAMES {
+        opened.push(db.open_tree(name)?);
+    }
+    let trees = opened
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one handle per tree"));
+    Ok((db, trees))
+}
+
+/// Settled chats moved into the archive per write: few enough that a
+/// write holds the write lock briefly.
+const ARCHIVE_BATCH: usize = 128;
+
+/// Tells from a chat's facts value whether it may be settled at `now`,
+/// before its record is read: the check of [`is_settled`] without delivery.
+fn facts_settled(value: &[u8], now: Millis) -> bool {
+    let Some(chat) = chat_value::facts_of(value).and_then(facts::decode) else {
+        return false;
+    };
+    if !chat.eligible {
+        return chat_value::received_at(value)
+            .is_some_and(|received| received.saturating_add(archive::SETTLED_AFTER) <= now);
+    }
+    chat.roles
+        .iter()
+        .all(|role| !role.invited || role.expires_at.saturating_add(archive::SETTLED_AFTER) <= now)
+}
+
+/// Tells whether a chat is settled at `now` (see [`Store::archive_settled`]).
+fn is_settled(stored: &StoredChat, now: Millis) -> bool {
+    if stored.invitations.is_empty() {
+        return stored.chat.received_at.saturating_add(archive::SETTLED_AFTER) <= now;
+    }
+    stored.invitations.iter().all(|invitation| {
+        invitation.delivery == records::DeliveryStatus::Delivered
+            && invitation.expires_at.saturating_add(archive::SETTLED_AFTER) <= now
+    })
+}
+
+/// A stored chat with its pseudonym and invitations, as [`Store::chats`] yields it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatEntry {
+    /// The chat pseudonym.
+    pub key: String,
+    pub chat: ChatRecord,
+    /// Empty for an ineligible chat, otherwise both roles.
+    pub invitations: Vec<InvitationRecord>,
+}
+
+impl ChatEntry {
+    /// Returns the invitation of `role`, or `None` for an ineligible chat.
+    pub fn invitation(&self, role: crate::questionnaire::Role) -> Option<&InvitationRecord> {
+        let id = self.chat.invitation(role);
+        self.invitations.iter().find(|invitation| invitation.id == *id)
+    }
+}
+
+impl From<StoredChat> for ChatEntry {
+    fn from(stored: StoredChat) -> Self {
+        Self {
+            key: stored.key,
+            chat: stored.chat,
+            invitations: stored.invitations,
+        }
+    }
+}
+
+/// A stored chat found by one of its invitation ids.
+struct Located {
+    key: Vec<u8>,
+    stored: StoredChat,
+    /// Whether the chat is in the archive rather than the hot trees.
+    archived: bool,
+}
+
+impl Located {
+    fn hot(key: &[u8], stored: StoredChat) -> Self {
+        Self {
+            key: key.to_vec(),
+            stored,
+            archived: false,
+        }
+    }
+
+    fn archived(key: &[u8], stored: StoredChat) -> Self {
+        Self {
+            key: key.to_vec(),
+            stored,
+            archived: true,
+        }
+    }
+}
+
+fn damaged_bucket(bucket_key: &[u8]) -> StoreError {
+    StoreError::CorruptFacts {
+        key: format!("archive bucket {}", crate::token::hex(bucket_key)),
+    }
+}
+
+/// Returns an archive bucket in the plain format, inflating a record bucket.
+fn plain_bucket<'a>(bucket_key: &[u8], bucket: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
+    archive::plain(bucket).ok_or_else(|| damaged_bucket(bucket_key))
+}
+
+/// Decodes an archive bucket in the plain format into its chats, `(record key, value)`.
+fn archive_entries<'a>(bucket_key: &[u8], bucket: &'a [u8]) -> Result<Vec<archive::Entry<'a>>, StoreError> {
+    archive::entries(bucket).ok_or_else(|| damaged_bucket(bucket_key))
 }
 
 /// Decodes the chat record stored under `key`.
@@ -1398,36 +1852,56 @@ fn replay(trees: &[sled::Tree; TREES], bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Writes the operations of one journal payload into sled as one
-/// transaction, and into the running totals when given. sled recovers a
+/// transaction, and into the tally when given. sled recovers a
 /// transaction whole or not at all, also when it was not flushed before a
 /// crash (sled 0.34.7, `TransactionalTrees::commit` seals one log batch).
 /// So no write is left in sled in part, which `tests/crash_prefix.rs`
 /// checks with `kill -9`.
-fn apply_payload(
-    trees: &[sled::Tree; TREES],
-    live: Option<&Mutex<LiveTotals>>,
-    payload: &[u8],
-) -> Result<(), StoreError> {
+fn apply_payload(trees: &[sled::Tree; TREES], tally: Option<Tally<'_>>, payload: &[u8]) -> Result<(), StoreError> {
     let ops = journal::parse_ops(payload).ok_or_else(|| StoreError::Journal(std::io::Error::other("bad payload")))?;
-    apply_ops(trees, live, &ops)
+    apply_ops(trees, tally, &ops)
 }
 
-/// Writes `ops` into sled as one transaction, and into the running totals
-/// when given.
-fn apply_ops(trees: &[sled::Tree; TREES], live: Option<&Mutex<LiveTotals>>, ops: &[Op<'_>]) -> Result<(), StoreError> {
-    let previous = apply_atomically(trees, ops)?;
-    if let Some(live) = live {
+/// The state a write changes besides sled: the running totals of every
+/// chat's facts and the number of archived chats.
+#[derive(Clone, Copy)]
+struct Tally<'a> {
+    live: &'a Mutex<LiveTotals>,
+    archived: &'a AtomicI64,
+    archive_moves: &'a AtomicU64,
+}
+
+/// Writes `ops` into sled as one transaction, and into the tally when given.
+fn apply_ops(trees: &[sled::Tree; TREES], tally: Option<Tally<'_>>, ops: &[Op<'_>]) -> Result<(), StoreError> {
+    let moves = tally.filter(|_| {
+        ops.iter().any(|op| {
+            let (Op::Insert { tree, .. } | Op::Remove { tree, .. }) = *op;
+            matches!(tree, TreeId::ArchiveRecords | TreeId::ArchiveFacts)
+        })
+    });
+    if let Some(tally) = moves {
+        tally.archive_moves.fetch_add(1, Ordering::SeqCst);
+    }
+    let applied = apply_atomically(trees, ops);
+    if let Some(tally) = moves {
+        tally.archive_moves.fetch_add(1, Ordering::SeqCst);
+    }
+    let previous = applied?;
+    if let Some(tally) = tally {
         for (op, previous) in ops.iter().zip(&previous) {
-            match *op {
-                Op::Insert {
-                    tree: TreeId::ChatFacts,
-                    value,
-                    ..
-                } => replace_facts(live, previous.as_deref(), Some(value)),
-                Op::Remove {
-                    tree: TreeId::ChatFacts,
-                    ..
-                } => replace_facts(live, previous.as_deref(), None),
+            let (tree, value) = match *op {
+                Op::Insert { tree, value, .. } => (tree, Some(value)),
+                Op::Remove { tree, .. } => (tree, None),
+            };
+            match tree {
+                TreeId::ChatFacts => replace_facts(tally.live, previous.as_deref(), value),
+                TreeId::ArchiveFacts => {
+                    for change in archive::changes(previous.as_deref(), value) {
+                        replace_facts(tally.live, change.old, change.new);
+                        let count = i64::from(change.new.is_some()) - i64::from(change.old.is_some());
+                        tally.archived.fetch_add(count, Ordering::Relaxed);
+                    }
+                }
                 _ => {}
             }
         }
@@ -1441,10 +1915,10 @@ fn apply_atomically(trees: &[sled::Tree; TREES], ops: &[Op<'_>]) -> Result<Vec<O
     use sled::Transactional;
     use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-    let [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = trees;
-    let result =
-        (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10).transaction(|(x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10)| {
-            let view = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10];
+    let [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12] = trees;
+    let result = (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12).transaction(
+        |(x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12)| {
+            let view = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12];
             let mut previous = Vec::with_capacity(ops.len());
             for op in ops {
                 previous.push(match *op {
@@ -1453,7 +1927,8 @@ fn apply_atomically(trees: &[sled::Tree; TREES], ops: &[Op<'_>]) -> Result<Vec<O
                 });
             }
             Ok::<_, ConflictableTransactionError<()>>(previous)
-        });
+        },
+    );
     result.map_err(|error| match error {
         TransactionError::Storage(error) => StoreError::Sled(error),
         TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
@@ -1461,6 +1936,14 @@ fn apply_atomically(trees: &[sled::Tree; TREES], ops: &[Op<'_>]) -> Result<Vec<O
 }
 
 impl Sink {
+    fn tally(&self) -> Tally<'_> {
+        Tally {
+            live: &self.live,
+            archived: &self.shared.archived,
+            archive_moves: &self.shared.archive_moves,
+        }
+    }
+
     /// Writes inbox entries into sled, in order, a group of
     /// [`ENTRIES_PER_TRANSACTION`] in each transaction, stopping at the first
     /// failure. Returns how many were written.
@@ -1474,7 +1957,7 @@ impl Sink {
                     None => return (done, Err(StoreError::Journal(std::io::Error::other("bad payload")))),
                 }
             }
-            if let Err(error) = apply_ops(&self.trees, Some(&self.live), &ops) {
+            if let Err(error) = apply_ops(&self.trees, Some(self.tally()), &ops) {
                 return (done, Err(error));
             }
             self.shared.note_copy_changes(&ops);
