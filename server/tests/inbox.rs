@@ -428,3 +428,50 @@ fn concurrent_answer_id_stored_once() {
         );
     }
 }
+
+/// A chat-ended webhook and an answer webhook that arrive at the same moment
+/// with one id: one of them is taken, and the other is refused as a reused id.
+#[test]
+fn answer_and_chat_ended_share_an_id_once() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(dir.path(), CACHE).expect("store opens");
+    let ids = [InvitationId::generate(), InvitationId::generate()];
+    assert_eq!(
+        ChatBuilder::new("chat-a").invitation_ids(ids.clone()).accept(&store),
+        ChatAcceptance::New
+    );
+    store.settle();
+
+    for round in 0..300 {
+        let webhook = format!("msg_both_{round}");
+        let barrier = std::sync::Barrier::new(2);
+        let (answer, chat_ended) = std::thread::scope(|scope| {
+            let answer = scope.spawn(|| {
+                barrier.wait();
+                store
+                    .update_invitation_once(&webhook, Some(body_digest(b"answer")), now_millis(), &ids[0], |_| {
+                        Ok::<_, ()>(())
+                    })
+                    .unwrap_or_else(|_| panic!("the update runs"))
+                    .map(|_| ())
+            });
+            let chat_ended = scope.spawn(|| {
+                barrier.wait();
+                accept_with_digest(
+                    &store,
+                    &webhook,
+                    Some(body_digest(b"chat ended")),
+                    &format!("chat-b-{round}"),
+                )
+            });
+            (answer.join().expect("no panic"), chat_ended.join().expect("no panic"))
+        });
+        assert!(
+            matches!(
+                (&answer, &chat_ended),
+                (Ok(()), ChatAcceptance::WebhookIdReused) | (Err(WebhookSeen::Reused), ChatAcceptance::New)
+            ),
+            "round {round}: answer {answer:?}, chat ended {chat_ended:?}"
+        );
+    }
+}

@@ -65,6 +65,10 @@ pub(super) struct Queue {
     /// so most duplicate checks of a new key need not read sled.
     pub seen_webhooks: SeenFilter,
     pub seen_chats: SeenFilter,
+    /// Webhook ids of answer webhooks whose write is running, each with the
+    /// number of such writes. A chat-ended webhook with one of these ids
+    /// waits for the write before it checks the id.
+    pub answering: HashMap<Box<str>, usize>,
 }
 
 impl Queue {

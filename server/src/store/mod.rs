@@ -796,6 +796,14 @@ impl Store {
 
         let mut queue = self.shared.inbox.lock();
         if let Some(webhook_id) = new.webhook_id {
+            while queue.answering.contains_key(webhook_id) {
+                // An answer webhook with this id is being written: its write
+                // stores the id only when it ends, so wait for it, outside the inbox.
+                drop(queue);
+                drop(self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner));
+                thread::yield_now();
+                queue = self.shared.inbox.lock();
+            }
             match self.webhook_in(&queue, webhook_id, new.webhook_digest)? {
                 WebhookSeen::New => {}
                 WebhookSeen::Retry => return Ok(ChatAcceptance::DuplicateWebhook),
@@ -1219,10 +1227,8 @@ impl Store {
     /// never both change the invitation, even when they arrive at once.
     /// Returns `Ok(Err(seen))`, and changes nothing, when the id was
     /// accepted before.
-    ///
-    /// NOTE: [`Store::accept_chat`] checks ids under the inbox lock alone,
-    /// so a chat-ended webhook with the same id that arrives while this write
-    /// is between its check and sled can still be accepted as new.
+    /// A chat-ended webhook with the same id that arrives meanwhile waits
+    /// for this write (see [`Store::accept_chat`]).
     pub fn update_invitation_once<T, E>(
         &self,
         webhook_id: &str,
@@ -1231,10 +1237,16 @@ impl Store {
         id: &InvitationId,
         change: impl FnOnce(&mut InvitationRecord) -> Result<T, E>,
     ) -> Result<Result<(T, InvitationRecord), WebhookSeen>, UpdateError<E>> {
-        self.write(|writes| {
-            let seen = self.webhook_in(&self.shared.inbox.lock(), webhook_id, digest)?;
-            if seen != WebhookSeen::New {
-                return Ok(Err(seen));
+        let mut registered = false;
+        let outcome = self.write(|writes| {
+            {
+                let mut queue = self.shared.inbox.lock();
+                let seen = self.webhook_in(&queue, webhook_id, digest)?;
+                if seen != WebhookSeen::New {
+                    return Ok(Err(seen));
+                }
+                *queue.answering.entry(webhook_id.into()).or_default() += 1;
+                registered = true;
             }
             let updated = self.change_invitation(writes, id, change)?;
             // Into the filter first, so that no check can pass it while sled has the id.
@@ -1245,7 +1257,18 @@ impl Store {
                 &webhook_ids::value(now, digest.as_ref()),
             )?;
             Ok(Ok(updated))
-        })
+        });
+        if registered {
+            // The write has ended, so sled has the id if the change was written.
+            let mut queue = self.shared.inbox.lock();
+            if let Some(count) = queue.answering.get_mut(webhook_id) {
+                *count -= 1;
+                if *count == 0 {
+                    queue.answering.remove(webhook_id);
+                }
+            }
+        }
+        outcome
     }
 
     /// Applies the change of [`Store::update_invitation`] and records it in `writes`.
