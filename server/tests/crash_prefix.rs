@@ -256,6 +256,48 @@ fn unflushed_reschedules_keep_every_delivery() {
     result.unwrap();
 }
 
+/// Settled chats that the archiving child moves into the archive.
+const SETTLED_CHATS: usize = 12_000;
+
+/// The journal on disk has a first archive move, and sled also a second one
+/// into many of the same buckets. Replaying the first must not take the
+/// chats of the second out of those buckets.
+#[test]
+fn archive_move_killed_keeps_every_chat() {
+    let key = pseudonym_key();
+    let result = first_failure(
+        "archive",
+        |dir| {
+            let store = open_store(&dir.join("store"));
+            // Half settled now, half settled only 10 days from now.
+            for number in 0..SETTLED_CHATS {
+                let days_ago = if number % 2 == 0 { 30 } else { 5 };
+                write_chat(&store, &key, number, now_millis() - days_ago * DAY).expect("chat written");
+            }
+            store.flush_blocking().expect("flushed");
+        },
+        |dir| {
+            let store = open_store(&dir.join("store"));
+            let stored = store.chats().count();
+            if stored != SETTLED_CHATS {
+                return Err(format!("{stored} chats after the kill, {SETTLED_CHATS} written"));
+            }
+            let (chats, _) = reported(&store);
+            if chats != SETTLED_CHATS as u64 {
+                return Err(format!("the report counts {chats} chats, {SETTLED_CHATS} written"));
+            }
+            store
+                .archive_settled(now_millis() + 10 * DAY, |_| {})
+                .expect("moved again");
+            if store.archived_count() != SETTLED_CHATS {
+                return Err(format!("{} archived after the move ran again", store.archived_count()));
+            }
+            Ok(())
+        },
+    );
+    result.unwrap();
+}
+
 #[test]
 #[ignore = "run by the tests above"]
 fn crash_child() {
@@ -303,6 +345,17 @@ fn crash_child() {
                 delivery.next_attempt_at = later + 1;
                 store.reschedule_delivery(&key, &delivery).expect("rescheduled");
             }
+        }
+        "archive" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime starts");
+            store.archive_settled(now_millis(), |_| {}).expect("first move");
+            runtime.block_on(store.flush()).expect("journal synced");
+            // The second move reaches sled but not the journal on disk.
+            store
+                .archive_settled(now_millis() + 10 * DAY, |_| {})
+                .expect("second move");
         }
         other => panic!("unknown mode {other}"),
     }

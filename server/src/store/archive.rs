@@ -15,7 +15,10 @@
 //! retention purge still read only the small facts. A chat is in the hot
 //! trees (`chat_records`, `chat_facts`) or in the archive, never both: the
 //! move is one store write. A change to an archived chat moves it back in
-//! the same write that changes it.
+//! the same write that changes it. The journal records these writes per
+//! chat, not per bucket, because sled can hold writes that the journal on
+//! disk lacks after `kill -9`: replaying an older bucket whole would drop
+//! the chats that a later write added to it.
 //!
 //! Bucket value: a format byte, then the chats in key order, each as
 //! `[record key: 16 bytes][value length: u32 LE][value]`. Record buckets
@@ -42,16 +45,6 @@ pub const SETTLED_AFTER: Millis = 24 * 3_600_000;
 
 /// One chat in a bucket: its record key and its value.
 pub(super) type Entry<'a> = (&'a [u8], &'a [u8]);
-
-/// A chat whose value differs between two versions of a bucket.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Change<'a> {
-    pub key: &'a [u8],
-    /// Absent when the chat was added.
-    pub old: Option<&'a [u8]>,
-    /// Absent when the chat was removed.
-    pub new: Option<&'a [u8]>,
-}
 
 /// Returns the bucket key of a record key, or of a prefix of one; `None`
 /// when it is too short (a damaged alias).
@@ -120,15 +113,25 @@ pub(super) fn find<'a>(bucket: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 /// set to `value`, or removed when `value` is `None`, deflated when
 /// `deflate`. Returns `Ok(None)` when no chat is left, so the caller removes
 /// the bucket key, and `Err(())` when the old bucket value is damaged.
-pub(super) fn with(
+#[cfg(test)]
+fn with(bucket: Option<&[u8]>, key: &[u8], value: Option<&[u8]>, deflate: bool) -> Result<Option<Vec<u8>>, ()> {
+    with_entries(bucket, [(key, value)], deflate).map(|(bucket, _)| bucket)
+}
+
+/// A chat's value in a bucket before a change; `None` when it was not there.
+pub(super) type Before = Option<Vec<u8>>;
+
+/// Applies changes `(record key, value)` in order to the bucket value
+/// `bucket` (absent when `None`): each sets the chat's value or, without
+/// one, removes the chat. Returns the new bucket value, deflated when
+/// `deflate` and `None` when no chat is left, with each chat's value before
+/// its change. `Err(())` when the old bucket value is damaged or a key is
+/// not a record key.
+pub(super) fn with_entries<'a>(
     bucket: Option<&[u8]>,
-    key: &[u8],
-    value: Option<&[u8]>,
+    changes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     deflate: bool,
-) -> Result<Option<Vec<u8>>, ()> {
-    if key.len() != KEY_BYTES {
-        return Err(());
-    }
+) -> Result<(Option<Vec<u8>>, Vec<Before>), ()> {
     let plain_bucket = match bucket {
         Some(bucket) => Some(plain(bucket).ok_or(())?),
         None => None,
@@ -137,71 +140,28 @@ pub(super) fn with(
         Some(bucket) => entries(bucket).ok_or(())?,
         None => Vec::new(),
     };
-    let at = chats.partition_point(|(entry_key, _)| *entry_key < key);
-    let present = chats.get(at).is_some_and(|(entry_key, _)| *entry_key == key);
-    match (value, present) {
-        (Some(value), true) => chats[at].1 = value,
-        (Some(value), false) => chats.insert(at, (key, value)),
-        (None, true) => {
-            chats.remove(at);
+    let mut before = Vec::new();
+    for (key, value) in changes {
+        if key.len() != KEY_BYTES {
+            return Err(());
         }
-        (None, false) => {}
+        let at = chats.partition_point(|(entry_key, _)| *entry_key < key);
+        let present = chats.get(at).is_some_and(|(entry_key, _)| *entry_key == key);
+        before.push(present.then(|| chats[at].1.to_vec()));
+        match (value, present) {
+            (Some(value), true) => chats[at].1 = value,
+            (Some(value), false) => chats.insert(at, (key, value)),
+            (None, true) => {
+                chats.remove(at);
+            }
+            (None, false) => {}
+        }
     }
     if chats.is_empty() {
-        return Ok(None);
+        return Ok((None, before));
     }
     let encoded = encode(chats);
-    Ok(Some(if deflate { deflated(&encoded) } else { encoded }))
-}
-
-/// Lists the chats whose value differs between two versions of a bucket,
-/// in key order. Damaged versions count as empty.
-pub(super) fn changes<'a>(old: Option<&'a [u8]>, new: Option<&'a [u8]>) -> Vec<Change<'a>> {
-    let old = old.and_then(entries).unwrap_or_default();
-    let new = new.and_then(entries).unwrap_or_default();
-    let (mut i, mut j) = (0, 0);
-    let mut changed = Vec::new();
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(&(old_key, old_value)), Some(&(new_key, new_value))) if old_key == new_key => {
-                if old_value != new_value {
-                    changed.push(Change {
-                        key: old_key,
-                        old: Some(old_value),
-                        new: Some(new_value),
-                    });
-                }
-                i += 1;
-                j += 1;
-            }
-            (Some(&(old_key, old_value)), Some(&(new_key, _))) if old_key < new_key => {
-                changed.push(Change {
-                    key: old_key,
-                    old: Some(old_value),
-                    new: None,
-                });
-                i += 1;
-            }
-            (Some(&(old_key, old_value)), None) => {
-                changed.push(Change {
-                    key: old_key,
-                    old: Some(old_value),
-                    new: None,
-                });
-                i += 1;
-            }
-            (_, Some(&(new_key, new_value))) => {
-                changed.push(Change {
-                    key: new_key,
-                    old: None,
-                    new: Some(new_value),
-                });
-                j += 1;
-            }
-            (None, None) => unreachable!("the loop runs while either side has entries"),
-        }
-    }
-    changed
+    Ok((Some(if deflate { deflated(&encoded) } else { encoded }), before))
 }
 
 #[cfg(test)]
@@ -294,29 +254,21 @@ mod tests {
     }
 
     #[test]
-    fn changes_name_every_added_removed_and_changed_chat() {
-        let (a, b, c, d) = (key(3, 1), key(3, 2), key(3, 3), key(3, 4));
-        let mut old = None;
-        for (k, v) in [(&a, &b"a"[..]), (&b, b"b"), (&c, b"c")] {
-            old = with(old.as_deref(), k, Some(v), false).unwrap();
-        }
-        let mut new = with(old.as_deref(), &a, None, false).unwrap();
-        new = with(new.as_deref(), &b, Some(b"B"), false).unwrap();
-        new = with(new.as_deref(), &d, Some(b"d"), false).unwrap();
-        let found: Vec<_> = changes(old.as_deref(), new.as_deref())
-            .into_iter()
-            .map(|change| (change.key, change.old, change.new))
-            .collect();
-        assert_eq!(
-            found,
-            vec![
-                (&a[..], Some(&b"a"[..]), None),
-                (&b[..], Some(&b"b"[..]), Some(&b"B"[..])),
-                (&d[..], None, Some(&b"d"[..])),
-            ]
-        );
-        assert_eq!(changes(old.as_deref(), None).len(), 3, "a removed bucket removes all");
-        assert_eq!(changes(None, new.as_deref()).len(), 3);
-        assert!(changes(old.as_deref(), old.as_deref()).is_empty());
+    fn entries_report_the_value_before_each_change() {
+        let (a, b) = (key(6, 1), key(6, 2));
+        let (bucket, before) = with_entries(
+            None,
+            [
+                (&a[..], Some(&b"a1"[..])),
+                (&b[..], Some(&b"b"[..])),
+                (&a[..], Some(&b"a2"[..])),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(before, vec![None, None, Some(b"a1".to_vec())]);
+        let (bucket, before) = with_entries(bucket.as_deref(), [(&a[..], None), (&b[..], None)], true).unwrap();
+        assert_eq!(before, vec![Some(b"a2".to_vec()), Some(b"b".to_vec())]);
+        assert_eq!(bucket, None, "the last chat leaves an empty bucket, which goes");
     }
 }

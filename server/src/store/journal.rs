@@ -16,7 +16,9 @@
 //! payload is a sequence of operations
 //! `[tree: u8][kind: u8][key length: u32 LE][key][value length: u32 LE][value]`.
 //! Values are whole records, never deltas, so replaying a record twice
-//! leaves the same state. Replay stops at the first torn or damaged record:
+//! leaves the same state. The archive trees are the exception: a bucket
+//! holds many chats, so their operations set or remove one chat in its
+//! bucket (kinds 2 and 3, see [`Op::Entry`]), which replays the same way. Replay stops at the first torn or damaged record:
 //! a torn tail is a write that was never acknowledged.
 
 use std::fs::{File, OpenOptions};
@@ -66,6 +68,9 @@ impl TreeId {
 
 const REMOVE: u8 = 0;
 const INSERT: u8 = 1;
+/// Sets or removes one chat in an archive bucket (see [`Op::Entry`]).
+const ENTRY_SET: u8 = 2;
+const ENTRY_REMOVE: u8 = 3;
 const HEADER: usize = 8;
 
 /// One decoded operation of a journal record.
@@ -80,12 +85,33 @@ pub(super) enum Op<'a> {
         tree: TreeId,
         key: &'a [u8],
     },
+    /// Sets (or, without a value, removes) the chat with record key `key`
+    /// in its bucket of an archive tree. A bucket holds many chats, so its
+    /// changes are journaled per chat: replaying an older change to a bucket
+    /// then never undoes a newer change to another chat in it.
+    Entry {
+        tree: TreeId,
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+    },
 }
 
 /// Appends the encoding of one operation to a record payload.
 pub(super) fn push_op(payload: &mut Vec<u8>, tree: TreeId, key: &[u8], value: Option<&[u8]>) {
     payload.push(tree as u8);
     payload.push(if value.is_some() { INSERT } else { REMOVE });
+    payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    payload.extend_from_slice(key);
+    if let Some(value) = value {
+        payload.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        payload.extend_from_slice(value);
+    }
+}
+
+/// Appends the encoding of one [`Op::Entry`] to a record payload.
+pub(super) fn push_entry_op(payload: &mut Vec<u8>, tree: TreeId, key: &[u8], value: Option<&[u8]>) {
+    payload.push(tree as u8);
+    payload.push(if value.is_some() { ENTRY_SET } else { ENTRY_REMOVE });
     payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
     payload.extend_from_slice(key);
     if let Some(value) = value {
@@ -121,6 +147,16 @@ pub(super) fn parse_ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
                 ops.push(Op::Insert { tree, key, value });
             }
             REMOVE => ops.push(Op::Remove { tree, key }),
+            ENTRY_SET => {
+                let value_len = take_len(&mut payload)?;
+                let value = take(&mut payload, value_len)?;
+                ops.push(Op::Entry {
+                    tree,
+                    key,
+                    value: Some(value),
+                });
+            }
+            ENTRY_REMOVE => ops.push(Op::Entry { tree, key, value: None }),
             _ => return None,
         }
     }

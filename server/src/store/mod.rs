@@ -34,7 +34,7 @@ pub mod records;
 mod seen;
 pub mod webhook_ids;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -110,7 +110,17 @@ impl Shared {
             return;
         };
         for op in ops {
-            let (Op::Insert { tree, key, .. } | Op::Remove { tree, key }) = *op;
+            let (tree, key) = match *op {
+                Op::Insert { tree, key, .. } | Op::Remove { tree, key } => (tree, key),
+                // The copy takes the whole bucket again.
+                Op::Entry { tree, key, .. } => match archive::bucket_of(key) {
+                    Some(bucket_key) => {
+                        changes.insert((tree, bucket_key.to_vec()));
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
             if matches!(
                 tree,
                 TreeId::Records
@@ -358,7 +368,14 @@ impl Writes<'_> {
         Ok(previous)
     }
 
-    /// Returns the value of `key` after the changes recorded so far.
+    /// Sets (or removes, without a value) the chat `key` in its bucket of
+    /// the archive tree `tree`.
+    fn set_entry(&mut self, tree: TreeId, key: &[u8], value: Option<&[u8]>) {
+        journal::push_entry_op(&mut self.payload, tree, key, value);
+    }
+
+    /// Returns the value of `key` after the changes recorded so far. Not
+    /// for the archive trees, whose changes are per chat.
     fn current(&self, tree: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
         let ops = journal::parse_ops(&self.payload).expect("the payload of this write parses");
         for op in ops.iter().rev() {
@@ -576,19 +593,9 @@ impl Store {
 
     /// Records in `writes` that chat `key` leaves the archive: its entries
     /// in both archive buckets go.
-    fn unarchive(&self, writes: &mut Writes<'_>, key: &[u8]) -> Result<(), StoreError> {
-        let bucket_key = archive::bucket_of(key).ok_or_else(|| damaged_bucket(key))?;
-        for tree in [TreeId::ArchiveRecords, TreeId::ArchiveFacts] {
-            let current = writes.current(tree, &bucket_key)?;
-            match archive::with(current.as_deref(), key, None, tree == TreeId::ArchiveRecords) {
-                Ok(Some(bucket)) => writes.insert(tree, &bucket_key, &bucket)?,
-                Ok(None) => {
-                    writes.remove(tree, &bucket_key)?;
-                }
-                Err(()) => return Err(damaged_bucket(&bucket_key)),
-            }
-        }
-        Ok(())
+    fn unarchive(&self, writes: &mut Writes<'_>, key: &[u8]) {
+        writes.set_entry(TreeId::ArchiveRecords, key, None);
+        writes.set_entry(TreeId::ArchiveFacts, key, None);
     }
 
     /// Deletes what a write that was never acknowledged may have left after
@@ -941,7 +948,8 @@ impl Store {
         &self,
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        // No chat moves into the archive or is purged while the scan runs (see `Store::chats`).
+        // No chat moves into the archive or is purged while the scan runs. A
+        // chat that moves out of it meanwhile can be missed (see `Store::chats`).
         let _no_moves = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         for entry in self.chat_facts.iter() {
             let (key, value) = entry?;
@@ -1105,7 +1113,7 @@ impl Store {
                 writes.remove(TreeId::Aliases, id)?;
             }
             if archived {
-                self.unarchive(writes, &record_key)?;
+                self.unarchive(writes, &record_key);
             } else {
                 writes.remove(TreeId::ChatFacts, &record_key)?;
                 writes.remove(TreeId::Records, &record_key)?;
@@ -1114,9 +1122,20 @@ impl Store {
         })
     }
 
-    /// Counts the chats in sled, hot and archived, without those still in the inbox.
+    /// Counts the chats in sled, hot and archived, without those still in
+    /// the inbox. Counts again when chats moved into or out of the archive
+    /// meanwhile, up to three times, so a count during the first large move
+    /// can still be off by a few batches.
     pub fn chat_count(&self) -> usize {
-        self.records.len() + self.archived_count()
+        let mut count = 0;
+        for _ in 0..3 {
+            let before = self.shared.archive_moves.load(Ordering::SeqCst);
+            count = self.records.len() + self.archived_count();
+            if before % 2 == 0 && self.shared.archive_moves.load(Ordering::SeqCst) == before {
+                break;
+            }
+        }
+        count
     }
 
     /// Moves every settled chat into the archive (see [`archive`]) and
@@ -1153,39 +1172,29 @@ impl Store {
         // A backup copy never sees a chat leave the hot trees halfway through.
         let _purging = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.write(|writes| {
-            let mut buckets: BTreeMap<(TreeId, [u8; archive::BUCKET_BYTES]), Option<Vec<u8>>> = BTreeMap::new();
-            let mut moved = 0;
+            let mut settled = Vec::new();
             for key in keys {
                 // Read under the write lock: the chat may have changed since the scan.
                 let (Some(record), Some(facts_value)) = (self.records.get(key)?, self.chat_facts.get(key)?) else {
                     continue;
                 };
-                if !is_settled(&decode_chat(key, &record)?, now) {
-                    continue;
+                if key.len() == KEY_BYTES && is_settled(&decode_chat(key, &record)?, now) {
+                    settled.push((key, record, facts_value));
                 }
-                let Some(bucket_key) = archive::bucket_of(key).filter(|_| key.len() == KEY_BYTES) else {
-                    continue;
-                };
-                for (tree, value) in [(TreeId::ArchiveRecords, &record), (TreeId::ArchiveFacts, &facts_value)] {
-                    let bucket = match buckets.entry((tree, bucket_key)) {
-                        std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(entry) => {
-                            entry.insert(self.tree(tree).get(bucket_key)?.map(|bucket| bucket.to_vec()))
-                        }
-                    };
-                    *bucket = archive::with(bucket.as_deref(), key, Some(value), tree == TreeId::ArchiveRecords)
-                        .map_err(|()| damaged_bucket(&bucket_key))?;
-                }
+            }
+            // Tree by tree in key order, so the changes to one bucket follow
+            // each other and are applied to it at once.
+            for (key, record, _) in &settled {
+                writes.set_entry(TreeId::ArchiveRecords, key, Some(record));
+            }
+            for (key, _, facts_value) in &settled {
+                writes.set_entry(TreeId::ArchiveFacts, key, Some(facts_value));
+            }
+            for (key, _, _) in &settled {
                 writes.remove(TreeId::ChatFacts, key)?;
                 writes.remove(TreeId::Records, key)?;
-                moved += 1;
             }
-            for ((tree, bucket_key), bucket) in &buckets {
-                if let Some(bucket) = bucket {
-                    writes.insert(*tree, bucket_key, bucket)?;
-                }
-            }
-            Ok(moved)
+            Ok(settled.len() as u64)
         })
     }
 
@@ -1296,7 +1305,7 @@ impl Store {
             let facts_value = chat_value::facts_value(&stored);
             if archived {
                 // The chat changes again, so it leaves the archive in this write.
-                self.unarchive(writes, &key)?;
+                self.unarchive(writes, &key);
                 writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
             } else if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
                 // A change that leaves the report facts as they are writes
@@ -1456,7 +1465,7 @@ impl Store {
         {
             change(record);
             if archived {
-                self.unarchive(writes, &key)?;
+                self.unarchive(writes, &key);
                 writes.insert(TreeId::ChatFacts, &key, &chat_value::facts_value(&stored))?;
             }
             writes.insert(TreeId::Records, &key, &stored.encode())?;
@@ -1896,12 +1905,7 @@ struct Tally<'a> {
 
 /// Writes `ops` into sled as one transaction, and into the tally when given.
 fn apply_ops(trees: &[sled::Tree; TREES], tally: Option<Tally<'_>>, ops: &[Op<'_>]) -> Result<(), StoreError> {
-    let moves = tally.filter(|_| {
-        ops.iter().any(|op| {
-            let (Op::Insert { tree, .. } | Op::Remove { tree, .. }) = *op;
-            matches!(tree, TreeId::ArchiveRecords | TreeId::ArchiveFacts)
-        })
-    });
+    let moves = tally.filter(|_| ops.iter().any(|op| matches!(op, Op::Entry { .. })));
     if let Some(tally) = moves {
         tally.archive_moves.fetch_add(1, Ordering::SeqCst);
     }
@@ -1912,18 +1916,24 @@ fn apply_ops(trees: &[sled::Tree; TREES], tally: Option<Tally<'_>>, ops: &[Op<'_
     let previous = applied?;
     if let Some(tally) = tally {
         for (op, previous) in ops.iter().zip(&previous) {
-            let (tree, value) = match *op {
-                Op::Insert { tree, value, .. } => (tree, Some(value)),
-                Op::Remove { tree, .. } => (tree, None),
-            };
-            match tree {
-                TreeId::ChatFacts => replace_facts(tally.live, previous.as_deref(), value),
-                TreeId::ArchiveFacts => {
-                    for change in archive::changes(previous.as_deref(), value) {
-                        replace_facts(tally.live, change.old, change.new);
-                        let count = i64::from(change.new.is_some()) - i64::from(change.old.is_some());
-                        tally.archived.fetch_add(count, Ordering::Relaxed);
-                    }
+            match *op {
+                Op::Insert {
+                    tree: TreeId::ChatFacts,
+                    value,
+                    ..
+                } => replace_facts(tally.live, previous.as_deref(), Some(value)),
+                Op::Remove {
+                    tree: TreeId::ChatFacts,
+                    ..
+                } => replace_facts(tally.live, previous.as_deref(), None),
+                Op::Entry {
+                    tree: TreeId::ArchiveFacts,
+                    value,
+                    ..
+                } => {
+                    replace_facts(tally.live, previous.as_deref(), value);
+                    let count = i64::from(value.is_some()) - i64::from(previous.is_some());
+                    tally.archived.fetch_add(count, Ordering::Relaxed);
                 }
                 _ => {}
             }
@@ -1933,7 +1943,9 @@ fn apply_ops(trees: &[sled::Tree; TREES], tally: Option<Tally<'_>>, ops: &[Op<'_
 }
 
 /// Applies `ops` in order in one sled transaction over every tree. Returns
-/// the value each key had before its operation.
+/// the value each key had before its operation; for an [`Op::Entry`], the
+/// chat's value in its bucket. A run of entries for one bucket is applied to
+/// it at once, so a record bucket is inflated and deflated once per run.
 fn apply_atomically(trees: &[sled::Tree; TREES], ops: &[Op<'_>]) -> Result<Vec<Option<sled::IVec>>, StoreError> {
     use sled::Transactional;
     use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -1943,18 +1955,47 @@ fn apply_atomically(trees: &[sled::Tree; TREES], ops: &[Op<'_>]) -> Result<Vec<O
         |(x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12)| {
             let view = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12];
             let mut previous = Vec::with_capacity(ops.len());
-            for op in ops {
-                previous.push(match *op {
-                    Op::Insert { tree, key, value } => view[tree as usize].insert(key, value)?,
-                    Op::Remove { tree, key } => view[tree as usize].remove(key)?,
-                });
+            let mut at = 0;
+            while at < ops.len() {
+                match ops[at] {
+                    Op::Insert { tree, key, value } => previous.push(view[tree as usize].insert(key, value)?),
+                    Op::Remove { tree, key } => previous.push(view[tree as usize].remove(key)?),
+                    Op::Entry { tree, key, .. } => {
+                        let bucket_key = archive::bucket_of(key).ok_or(ConflictableTransactionError::Abort(()))?;
+                        let run = ops[at..]
+                            .iter()
+                            .take_while(|op| {
+                                matches!(op, Op::Entry { tree: run_tree, key: run_key, .. }
+                                    if *run_tree == tree && archive::bucket_of(run_key) == Some(bucket_key))
+                            })
+                            .count();
+                        let bucket = view[tree as usize].get(bucket_key)?;
+                        let changes = ops[at..at + run].iter().filter_map(|op| match *op {
+                            Op::Entry { key, value, .. } => Some((key, value)),
+                            _ => None,
+                        });
+                        let (changed, before) =
+                            archive::with_entries(bucket.as_deref(), changes, tree == TreeId::ArchiveRecords)
+                                .map_err(|()| ConflictableTransactionError::Abort(()))?;
+                        previous.extend(before.into_iter().map(|value| value.map(sled::IVec::from)));
+                        match changed {
+                            Some(bucket) => view[tree as usize].insert(&bucket_key, bucket)?,
+                            None => view[tree as usize].remove(&bucket_key)?,
+                        };
+                        at += run;
+                        continue;
+                    }
+                }
+                at += 1;
             }
             Ok::<_, ConflictableTransactionError<()>>(previous)
         },
     );
     result.map_err(|error| match error {
         TransactionError::Storage(error) => StoreError::Sled(error),
-        TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        TransactionError::Abort(()) => StoreError::CorruptFacts {
+            key: "an archive bucket or a record key in a write".into(),
+        },
     })
 }
 
