@@ -1182,6 +1182,12 @@ impl Store {
                     settled.push((key, record, facts_value));
                 }
             }
+            // The removals first: each reads the payload so far, which the
+            // records make large.
+            for (key, _, _) in &settled {
+                writes.remove(TreeId::ChatFacts, key)?;
+                writes.remove(TreeId::Records, key)?;
+            }
             // Tree by tree in key order, so the changes to one bucket follow
             // each other and are applied to it at once.
             for (key, record, _) in &settled {
@@ -1189,10 +1195,6 @@ impl Store {
             }
             for (key, _, facts_value) in &settled {
                 writes.set_entry(TreeId::ArchiveFacts, key, Some(facts_value));
-            }
-            for (key, _, _) in &settled {
-                writes.remove(TreeId::ChatFacts, key)?;
-                writes.remove(TreeId::Records, key)?;
             }
             Ok(settled.len() as u64)
         })
