@@ -55,7 +55,7 @@ fn reports(store: &Store, now: Millis) -> [Report; 2] {
         .map(|filter| report::build_with(store, &filter, now, &options).expect("report builds"))
 }
 
-/// Every chat with its pseudonym, in a stable order, from [`Store::chats`].
+/// Returns every chat from [`Store::chats`] with its pseudonym, in a stable order.
 fn all_chats(store: &Store) -> BTreeSet<(String, String)> {
     store
         .chats()
@@ -137,7 +137,7 @@ fn archived_chats_read_and_report_as_before() {
 }
 
 #[test]
-fn an_archived_chat_is_known_to_a_second_webhook() {
+fn archived_chat_known_to_second_webhook() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = open(dir.path());
     let key = pseudonym_key();
@@ -158,9 +158,11 @@ fn an_archived_chat_is_known_to_a_second_webhook() {
             })
             .expect("accepted")
     };
+
     assert_eq!(again(&store, "msg_second"), ChatAcceptance::KnownChat);
     store.settle();
     assert_eq!(store.chat_count(), SETTLED + OPEN, "no second chat");
+
     drop(store);
     // After a restart the filter of known chats is built from the archive too.
     let store = open(dir.path());

@@ -1,7 +1,7 @@
 //! The archive: chats that can no longer change, many to a sled key.
 //!
 //! sled 0.34 keeps a few hundred bytes in memory for every leaf page, and a
-//! leaf holds at most 16 keys, so the memory of an open store follows its
+//! leaf contains at most 16 keys, so the memory of an open store follows its
 //! number of keys. With one record and one facts value per chat, a million
 //! chats cost about 84 MB before anything is read. Most stored chats are
 //! settled, though: every invitation was delivered and then submitted,

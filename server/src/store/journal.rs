@@ -17,7 +17,7 @@
 //! `[tree: u8][kind: u8][key length: u32 LE][key][value length: u32 LE][value]`.
 //! Values are whole records, never deltas, so replaying a record twice
 //! leaves the same state. The archive trees are the exception: a bucket
-//! holds many chats, so their operations set or remove one chat in its
+//! contains many chats, so their operations set or remove one chat in its
 //! bucket (kinds 2 and 3, see [`Op::Entry`]), which replays the same way. Replay stops at the first torn or damaged record:
 //! a torn tail is a write that was never acknowledged.
 
@@ -86,7 +86,7 @@ pub(super) enum Op<'a> {
         key: &'a [u8],
     },
     /// Sets (or, without a value, removes) the chat with record key `key`
-    /// in its bucket of an archive tree. A bucket holds many chats, so its
+    /// in its bucket of an archive tree. A bucket contains many chats, so its
     /// changes are journaled per chat: replaying an older change to a bucket
     /// then never undoes a newer change to another chat in it.
     Entry {
@@ -98,20 +98,20 @@ pub(super) enum Op<'a> {
 
 /// Appends the encoding of one operation to a record payload.
 pub(super) fn push_op(payload: &mut Vec<u8>, tree: TreeId, key: &[u8], value: Option<&[u8]>) {
-    payload.push(tree as u8);
-    payload.push(if value.is_some() { INSERT } else { REMOVE });
-    payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    payload.extend_from_slice(key);
-    if let Some(value) = value {
-        payload.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        payload.extend_from_slice(value);
-    }
+    let kind = if value.is_some() { INSERT } else { REMOVE };
+    push_encoded(payload, tree, kind, key, value);
 }
 
 /// Appends the encoding of one [`Op::Entry`] to a record payload.
 pub(super) fn push_entry_op(payload: &mut Vec<u8>, tree: TreeId, key: &[u8], value: Option<&[u8]>) {
+    let kind = if value.is_some() { ENTRY_SET } else { ENTRY_REMOVE };
+    push_encoded(payload, tree, kind, key, value);
+}
+
+/// Appends `[tree][kind][key length][key]` and, with a value, `[value length][value]`.
+fn push_encoded(payload: &mut Vec<u8>, tree: TreeId, kind: u8, key: &[u8], value: Option<&[u8]>) {
     payload.push(tree as u8);
-    payload.push(if value.is_some() { ENTRY_SET } else { ENTRY_REMOVE });
+    payload.push(kind);
     payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
     payload.extend_from_slice(key);
     if let Some(value) = value {

@@ -1169,7 +1169,7 @@ impl Store {
     /// Moves the chats `keys` that are settled at `now` into the archive, in
     /// one write; returns how many moved.
     fn archive_chats(&self, keys: &[sled::IVec], now: Millis) -> Result<u64, StoreError> {
-        // A backup copy never sees a chat leave the hot trees halfway through.
+        // Held so that a backup copy never finds a chat halfway out of the hot trees.
         let _purging = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.write(|writes| {
             let mut settled = Vec::new();
