@@ -23,7 +23,8 @@ pub struct PreparedWebhook {
     id: String,
     timestamp: String,
     signature: String,
-    body: Vec<u8>,
+    /// Shared, so sending it does not copy it.
+    body: actix_web::web::Bytes,
 }
 
 /// Signs `count` chat-ended webhooks with fresh ids and the current time.
@@ -59,7 +60,7 @@ pub fn prepare_webhooks(secret: &WebhookSecret, run: &str, first: usize, count: 
                 timestamp: timestamp.to_string(),
                 chat_id,
                 id,
-                body,
+                body: body.into(),
             }
         })
         .collect()

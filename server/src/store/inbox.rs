@@ -22,7 +22,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -38,6 +39,26 @@ pub(super) const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Entries the applier writes into sled under one hold of the write lock.
 pub(super) const BATCH: usize = 256;
+
+/// Entries in the inbox from which on the applier looks for a burst. Below
+/// it the applier keeps up, so it writes at once.
+pub(super) const BURST_BACKLOG: usize = 64;
+
+/// Webhooks per second from which on arrivals count as a burst: twice the
+/// rate at which the acknowledgement latency is promised (1 000 a second),
+/// so ordinary traffic never waits for sled.
+pub(super) const BURST_RATE: f64 = 2_000.0;
+
+/// How often the applier looks again whether a burst goes on.
+pub(super) const BURST_TICK: Duration = Duration::from_millis(10);
+
+/// Longest time the applier waits out one burst before it writes anyway.
+pub(super) const BURST_LIMIT: Duration = Duration::from_secs(10);
+
+/// Inbox bytes at which the applier stops waiting. The rest, about 2 000
+/// chats, is acknowledged while the applier starts, so acknowledgements
+/// do not stall for room.
+pub(super) const BURST_BYTES: usize = MAX_BYTES - MAX_BYTES / 16;
 
 /// One accepted webhook: its journal payload and the keys it deduplicates on.
 pub(super) struct Entry {
@@ -65,6 +86,13 @@ pub(super) struct Queue {
     /// so most duplicate checks of a new key need not read sled.
     pub seen_webhooks: SeenFilter,
     pub seen_chats: SeenFilter,
+    /// Whether the applier sleeps in [`Inbox::wait_for_work`], so a push
+    /// must wake it. Waking costs a system call, which a burst would pay on
+    /// every webhook while the applier is busy or waits out the burst.
+    applier_idle: bool,
+    /// Readers waiting in [`Inbox::settle`]; while there are any, the
+    /// applier does not wait out a burst.
+    settling: usize,
     /// Webhook ids of answer webhooks whose write is running, each with the
     /// number of such writes. A chat-ended webhook with one of these ids
     /// waits for the write before it checks the id.
@@ -110,6 +138,11 @@ impl Queue {
         self.applied += entries.len() as u64;
     }
 
+    /// Returns whether the applier keeps up: fewer than [`BURST_BACKLOG`] entries wait.
+    pub fn keeps_up(&self) -> bool {
+        self.entries.len() < BURST_BACKLOG
+    }
+
     pub fn is_full(&self) -> bool {
         self.bytes >= MAX_BYTES
     }
@@ -137,6 +170,16 @@ impl Inbox {
         self.changed.notify_all();
     }
 
+    /// Wakes the applier after `push` if it sleeps. Takes the queue, so
+    /// the wake-up comes after the lock is released.
+    pub fn notify_pushed_by(&self, queue: MutexGuard<'_, Queue>) {
+        let idle = queue.applier_idle;
+        drop(queue);
+        if idle {
+            self.changed.notify_all();
+        }
+    }
+
     /// Tells waiters that entries reached sled.
     pub fn notify_applied(&self) {
         self.changed.notify_all();
@@ -146,25 +189,65 @@ impl Inbox {
 
     /// Waits, up to `timeout`, until the inbox has entries, a checkpoint is
     /// due or the inbox is closing.
-    pub fn wait_for_work<'a>(&self, queue: MutexGuard<'a, Queue>, timeout: Duration) -> MutexGuard<'a, Queue> {
-        self.changed
+    pub fn wait_for_work<'a>(&self, mut queue: MutexGuard<'a, Queue>, timeout: Duration) -> MutexGuard<'a, Queue> {
+        queue.applier_idle = true;
+        let mut queue = self
+            .changed
             .wait_timeout_while(queue, timeout, |queue| {
                 queue.entries.is_empty() && !queue.checkpoint_due && !queue.closing
             })
             .unwrap_or_else(PoisonError::into_inner)
-            .0
+            .0;
+        queue.applier_idle = false;
+        queue
+    }
+
+    /// Waits while a burst of webhooks goes on, so that acknowledging them
+    /// gets the processor and sled catches up when the burst ends. A burst
+    /// is a backlog of at least [`BURST_BACKLOG`] entries while webhooks
+    /// keep arriving at [`BURST_RATE`] or faster. The wait ends when the
+    /// arrivals slow down, when the inbox holds [`BURST_BYTES`], after
+    /// [`BURST_LIMIT`], when a reader waits for the inbox, or at close.
+    /// Returns how long it waited, `None` when there was no burst.
+    pub fn wait_out_burst(&self) -> Option<Duration> {
+        let started = Instant::now();
+        let mut queue = self.lock();
+        if queue.keeps_up() {
+            return None;
+        }
+        loop {
+            if queue.closing || queue.settling > 0 || queue.bytes >= BURST_BYTES || started.elapsed() >= BURST_LIMIT {
+                return Some(started.elapsed());
+            }
+            let pushed = queue.pushed;
+            let tick = Instant::now();
+            drop(queue);
+            // A sleep rather than the condition variable: every push
+            // signals that, and a burst would wake this thread each time.
+            thread::sleep(BURST_TICK);
+            queue = self.lock();
+            let arrived = (queue.pushed - pushed) as f64;
+            if arrived < BURST_RATE * tick.elapsed().as_secs_f64() {
+                return Some(started.elapsed());
+            }
+        }
     }
 
     /// Blocks until every entry pushed before the call is in sled, or for
     /// at most [`SETTLE_LIMIT`]: when sled keeps failing, a read goes on with
     /// what sled has rather than hang.
     pub fn settle(&self) {
-        let queue = self.lock();
+        let mut queue = self.lock();
         let target = queue.pushed;
-        let (queue, waited) = self
+        if queue.applied >= target {
+            return;
+        }
+        queue.settling += 1;
+        let (mut queue, waited) = self
             .changed
             .wait_timeout_while(queue, SETTLE_LIMIT, |queue| queue.applied < target && !queue.closing)
             .unwrap_or_else(PoisonError::into_inner);
+        queue.settling -= 1;
         if waited.timed_out() {
             tracing::warn!(
                 waiting = queue.entries.len(),
@@ -218,6 +301,63 @@ mod tests {
         assert_eq!(queue.webhook("msg_1"), None);
         assert!(!queue.has_chat(b"chat-a"));
         assert_eq!((queue.pushed, queue.applied, queue.bytes), (2, 2, 0));
+    }
+
+    fn inbox_with(entries: usize, bytes: usize) -> Inbox {
+        let inbox = Inbox::default();
+        for number in 0..entries {
+            inbox.lock().push(entry(&format!("msg_{number}"), None, bytes));
+        }
+        inbox
+    }
+
+    #[test]
+    fn no_burst_without_a_backlog() {
+        let inbox = inbox_with(BURST_BACKLOG - 1, 10);
+        assert_eq!(inbox.wait_out_burst(), None);
+    }
+
+    #[test]
+    fn a_backlog_without_arrivals_is_written_at_once() {
+        let inbox = inbox_with(BURST_BACKLOG, 10);
+        let waited = inbox.wait_out_burst().expect("a backlog");
+        assert!(waited < BURST_LIMIT / 2, "waited {waited:?}");
+    }
+
+    /// The applier waits while webhooks keep arriving fast, and writes
+    /// soon after they stop.
+    #[test]
+    fn waits_while_arrivals_go_on() {
+        let inbox = std::sync::Arc::new(inbox_with(BURST_BACKLOG, 10));
+        let pusher = {
+            let inbox = inbox.clone();
+            thread::spawn(move || {
+                let started = Instant::now();
+                let mut number = 0;
+                while started.elapsed() < Duration::from_millis(300) {
+                    inbox.lock().push(entry(&format!("burst_{number}"), None, 10));
+                    number += 1;
+                }
+            })
+        };
+        let waited = inbox.wait_out_burst().expect("a backlog");
+        pusher.join().expect("pusher ends");
+        assert!(waited >= Duration::from_millis(30), "waited only {waited:?}");
+        assert!(
+            waited < Duration::from_millis(300) + BURST_LIMIT / 5,
+            "waited {waited:?}"
+        );
+    }
+
+    /// A reader that waits for the inbox, or an inbox close to full, ends the wait.
+    #[test]
+    fn readers_and_a_full_inbox_end_the_wait() {
+        let inbox = inbox_with(BURST_BACKLOG, BURST_BYTES / BURST_BACKLOG + 1);
+        assert!(inbox.wait_out_burst().expect("a backlog") < BURST_TICK);
+
+        let inbox = inbox_with(BURST_BACKLOG, 10);
+        inbox.lock().settling = 1;
+        assert!(inbox.wait_out_burst().expect("a backlog") < BURST_TICK);
     }
 
     #[test]

@@ -772,7 +772,9 @@ impl Store {
             chat: new.chat.clone(),
             invitations: new.invitations.to_vec(),
         };
-        let mut payload = Vec::with_capacity(2048);
+        // Room for a chat with both invitations, so the payload is not
+        // copied while it grows; it is cut to size before the inbox keeps it.
+        let mut payload = Vec::with_capacity(4096);
         for delivery in new.deliveries {
             let key = queue_key(delivery.next_attempt_at, &delivery.invitation_id);
             journal::push_op(&mut payload, TreeId::Queue, &key, Some(&encode(delivery)));
@@ -828,6 +830,7 @@ impl Store {
         } else {
             (ChatAcceptance::New, Some(record_key.into()))
         };
+        payload.shrink_to_fit();
         self.shared.journal.append(&payload);
         queue.push(inbox::Entry {
             payload,
@@ -835,8 +838,7 @@ impl Store {
             webhook_digest: new.webhook_digest,
             chat_key,
         });
-        drop(queue);
-        self.shared.inbox.notify_pushed();
+        self.shared.inbox.notify_pushed_by(queue);
         Ok(acceptance)
     }
 
@@ -2097,8 +2099,9 @@ impl Sink {
 /// Starts the applier: the thread that writes inbox entries into sled. It
 /// runs at a lower CPU priority than the request handlers (nice 10 on
 /// Linux), so a burst of webhooks is acknowledged first and written into
-/// sled after. The inbox limit keeps the lag bounded. It also runs the
-/// checkpoints that the flusher requests.
+/// sled after. During a burst it does not write at all
+/// ([`inbox::Inbox::wait_out_burst`]), and the inbox limits keep the lag
+/// bounded. It also runs the checkpoints that the flusher requests.
 fn spawn_applier(sink: Sink) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("store-applier".into())
@@ -2107,22 +2110,37 @@ fn spawn_applier(sink: Sink) -> thread::JoinHandle<()> {
             if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
                 tracing::debug!(%error, "could not lower the priority of the store applier");
             }
+            // Set after a burst, until the applier has caught up with it.
+            let mut catching_up = false;
             loop {
-                let checkpoint_due = {
+                {
                     let queue = sink.shared.inbox.lock();
-                    let mut queue = sink.shared.inbox.wait_for_work(queue, Duration::from_secs(1));
+                    let queue = sink.shared.inbox.wait_for_work(queue, Duration::from_secs(1));
                     if queue.closing {
                         // The flusher's final checkpoint writes what is left.
                         return;
                     }
-                    std::mem::take(&mut queue.checkpoint_due)
-                };
+                }
+                if !catching_up && let Some(waited) = sink.shared.inbox.wait_out_burst() {
+                    tracing::debug!(
+                        waited_ms = waited.as_millis() as u64,
+                        waiting = sink.shared.inbox.lock().entries.len(),
+                        "a burst of webhooks ended or filled the inbox; writing it into the store"
+                    );
+                    catching_up = true;
+                }
+                // Taken after the burst, so a checkpoint requested during it
+                // runs once the inbox is written.
+                let checkpoint_due = std::mem::take(&mut sink.shared.inbox.lock().checkpoint_due);
                 if let Err(error) = sink.apply_batch() {
                     tracing::error!(%error, "writing accepted chats into the store failed; the journal keeps them; retrying in 1 s");
                     // The checkpoint waits for the retry instead of the next interval.
                     sink.shared.inbox.lock().checkpoint_due |= checkpoint_due;
                     thread::sleep(Duration::from_secs(1));
                     continue;
+                }
+                if catching_up && sink.shared.inbox.lock().keeps_up() {
+                    catching_up = false;
                 }
                 if checkpoint_due && let Err(error) = sink.checkpoint() {
                     tracing::error!(%error, "store checkpoint failed; the journal keeps every write");
