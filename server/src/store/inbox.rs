@@ -40,19 +40,19 @@ pub(super) const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// Entries the applier writes into sled under one hold of the write lock.
 pub(super) const BATCH: usize = 256;
 
-/// Entries in the inbox from which on the applier looks for a burst. Below
-/// it the applier keeps up, so it writes at once.
+/// Entries in the inbox from which on the applier looks for a burst. With
+/// fewer, the applier keeps up and writes at once.
 pub(super) const BURST_BACKLOG: usize = 64;
 
 /// Webhooks per second from which on arrivals count as a burst: twice the
-/// rate at which the acknowledgement latency is promised (1 000 a second),
-/// so ordinary traffic never waits for sled.
+/// rate of the acknowledgement latency goal (1 000 a second), so ordinary
+/// traffic does not wait for sled.
 pub(super) const BURST_RATE: f64 = 2_000.0;
 
 /// How often the applier looks again whether a burst goes on.
 pub(super) const BURST_TICK: Duration = Duration::from_millis(10);
 
-/// Longest time the applier waits out one burst before it writes anyway.
+/// Maximum time the applier waits out one burst before it writes anyway.
 pub(super) const BURST_LIMIT: Duration = Duration::from_secs(10);
 
 /// Inbox bytes at which the applier stops waiting. The rest, about 2 000
@@ -206,7 +206,7 @@ impl Inbox {
     /// gets the processor and sled catches up when the burst ends. A burst
     /// is a backlog of at least [`BURST_BACKLOG`] entries while webhooks
     /// keep arriving at [`BURST_RATE`] or faster. The wait ends when the
-    /// arrivals slow down, when the inbox holds [`BURST_BYTES`], after
+    /// arrivals slow down, when the inbox contains [`BURST_BYTES`], after
     /// [`BURST_LIMIT`], when a reader waits for the inbox, or at close.
     /// Returns how long it waited, `None` when there was no burst.
     pub fn wait_out_burst(&self) -> Option<Duration> {
@@ -318,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn a_backlog_without_arrivals_is_written_at_once() {
+    fn backlog_without_arrivals_ends_wait() {
         let inbox = inbox_with(BURST_BACKLOG, 10);
         let waited = inbox.wait_out_burst().expect("a backlog");
         assert!(waited < BURST_LIMIT / 2, "waited {waited:?}");
