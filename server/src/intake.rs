@@ -45,8 +45,7 @@ pub async fn accept(
     let now = state.now_millis();
     let chat_key = state.pseudonym_key.pseudonym("chat", &chat.chat_id);
     let expires_at = now + state.settings.questionnaire_expiry.as_millis() as i64;
-    let parent_id = state.store.new_invitation_id(&chat_key);
-    let professional_id = state.store.new_invitation_id(&chat_key);
+    let [parent_id, professional_id] = state.store.new_invitation_ids(&chat_key);
     let eligible = is_eligible(chat, state.settings.min_messages_per_side);
     let professional_pseudonym = match &chat.professional_participant {
         Some(participant) => state.pseudonym_key.pseudonym("participant", participant),

@@ -58,7 +58,8 @@ impl ServerKey {
     }
 
     pub fn pseudonym_key(&self) -> PseudonymKey {
-        PseudonymKey(hmac(&self.0, &[b"alliance/pseudonym-key/v1"]))
+        let key = hmac(&self.0, &[b"alliance/pseudonym-key/v1"]);
+        PseudonymKey(HmacSha256::new_from_slice(&key).expect("HMAC accepts any key length"))
     }
 }
 
@@ -66,16 +67,20 @@ impl ServerKey {
 #[derive(Clone)]
 pub struct TokenKey([u8; 32]);
 
-/// Key that turns platform ids into stored pseudonyms.
+/// Key that turns platform ids into stored pseudonyms, kept as an HMAC
+/// with the key already absorbed, so each pseudonym hashes only its input.
 #[derive(Clone)]
-pub struct PseudonymKey([u8; 32]);
+pub struct PseudonymKey(HmacSha256);
 
 impl PseudonymKey {
     /// Returns the keyed hash of a platform id, as 64 hex digits. `kind`
     /// separates chat ids from participant ids that happen to be equal.
     pub fn pseudonym(&self, kind: &str, id: &str) -> String {
-        let digest = hmac(&self.0, &[kind.as_bytes(), b"\0", id.as_bytes()]);
-        hex(&digest)
+        let mut mac = self.0.clone();
+        mac.update(kind.as_bytes());
+        mac.update(b"\0");
+        mac.update(id.as_bytes());
+        hex(&mac.finalize().into_bytes())
     }
 }
 
@@ -261,5 +266,20 @@ mod tests {
         let key = ServerKey::from_bytes(vec![7; 32]).unwrap().pseudonym_key();
         assert_ne!(key.pseudonym("chat", "42"), key.pseudonym("participant", "42"));
         assert_eq!(key.pseudonym("chat", "42").len(), 64);
+    }
+
+    /// Stored chats are keyed by pseudonyms, so their value must never change.
+    #[test]
+    fn pseudonym_is_hmac_of_kind_and_id() {
+        let server_key = vec![7; 32];
+        let derived = hmac(&server_key, &[b"alliance/pseudonym-key/v1"]);
+        let expected = hex(&hmac(&derived, &[b"chat", b"\0", b"42"]));
+        let key = ServerKey::from_bytes(server_key).unwrap().pseudonym_key();
+        assert_eq!(key.pseudonym("chat", "42"), expected);
+        assert_eq!(
+            key.pseudonym("chat", "42"),
+            key.pseudonym("chat", "42"),
+            "the key state is not used up"
+        );
     }
 }

@@ -175,8 +175,7 @@ pub fn write_chat(store: &Store, key: &PseudonymKey, number: usize, received_at:
     let day = time::Date::from_ordinal_date(2022, 1).expect("valid date") + time::Duration::days((number % 730) as i64);
     let ended_at = format!("{day}T{:02}:{:02}:00Z", 8 + number % 12, number % 60);
     let organizations = ["GGD Regio Utrecht", "GGD Hollands Noorden", "JGZ Zuid-Holland West"];
-    let parent_id = store.new_invitation_id(&chat_key);
-    let professional_id = store.new_invitation_id(&chat_key);
+    let [parent_id, professional_id] = store.new_invitation_ids(&chat_key);
     let chat = ChatRecord {
         received_at: now,
         ended_at,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -20,11 +21,10 @@ use crate::startup::now_millis;
 /// One signed `POST /webhooks/chat-ended`, ready to send.
 pub struct PreparedWebhook {
     pub chat_id: String,
-    id: String,
-    timestamp: String,
-    signature: String,
     /// Shared, so sending it does not copy it.
     body: actix_web::web::Bytes,
+    /// The three signature headers, checked once here rather than on every send.
+    headers: [(HeaderName, HeaderValue); 3],
 }
 
 /// Signs `count` chat-ended webhooks with fresh ids and the current time.
@@ -55,11 +55,19 @@ pub fn prepare_webhooks(secret: &WebhookSecret, run: &str, first: usize, count: 
                 }
             });
             let body = serde_json::to_vec(&body).expect("JSON serialises");
+            let signature = secret.sign(&id, timestamp, &body);
+            let timestamp = timestamp.to_string();
+            let header = |name: &'static str, value: &str| {
+                let value = HeaderValue::from_str(value).expect("ids, timestamps and signatures are ASCII");
+                (HeaderName::from_static(name), value)
+            };
             PreparedWebhook {
-                signature: secret.sign(&id, timestamp, &body),
-                timestamp: timestamp.to_string(),
+                headers: [
+                    header("webhook-id", &id),
+                    header("webhook-timestamp", &timestamp),
+                    header("webhook-signature", &signature),
+                ],
                 chat_id,
-                id,
                 body: body.into(),
             }
         })
@@ -173,14 +181,14 @@ impl Target {
             Workload::Healthz => (self.client.get(format!("{}/healthz", self.base_url)), StatusCode::OK),
             Workload::Webhooks(webhooks) => {
                 let webhook = &webhooks[index];
-                let request = self
+                let mut request = self
                     .client
                     .post(format!("{}/webhooks/chat-ended", self.base_url))
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &webhook.id)
-                    .header("webhook-timestamp", &webhook.timestamp)
-                    .header("webhook-signature", &webhook.signature)
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                     .body(webhook.body.clone());
+                for (name, value) in &webhook.headers {
+                    request = request.header(name.clone(), value.clone());
+                }
                 (request, StatusCode::ACCEPTED)
             }
         };
@@ -353,17 +361,26 @@ mod tests {
         let webhooks = prepare_webhooks(&secret, "run", 10, 3);
         assert_eq!(webhooks.len(), 3);
         assert_eq!(webhooks[0].chat_id, "run-10");
-        assert_eq!(webhooks[2].id, "msg_run-12");
+        let header = |webhook: &PreparedWebhook, name: &str| {
+            let (_, value) = webhook
+                .headers
+                .iter()
+                .find(|(header, _)| header == name)
+                .expect("header set");
+            value.to_str().expect("ASCII").to_string()
+        };
+        assert_eq!(header(&webhooks[2], "webhook-id"), "msg_run-12");
         for webhook in &webhooks {
+            let id = header(webhook, "webhook-id");
             let verified = crate::signature::verify(
                 std::slice::from_ref(&secret),
-                &webhook.id,
-                &webhook.timestamp,
+                &id,
+                &header(webhook, "webhook-timestamp"),
                 &webhook.body,
-                &webhook.signature,
+                &header(webhook, "webhook-signature"),
                 now_millis() / 1000,
             );
-            assert!(verified.is_ok(), "webhook {} does not verify", webhook.id);
+            assert!(verified.is_ok(), "webhook {id} does not verify");
         }
     }
 }

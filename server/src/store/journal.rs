@@ -213,9 +213,11 @@ pub(super) struct Journal {
     pending: Mutex<Vec<u8>>,
 }
 
-/// Bytes of zeros the journal writes ahead of its records at a time:
-/// about 500 chats. Writing them and syncing takes about 0.7 ms here.
-pub(super) const PREPARE_BYTES: u64 = 1 << 20;
+/// Bytes of zeros the journal writes ahead of its records at a time: about
+/// 120 chat-ended webhooks. Writing and syncing them takes about 0.3 ms on
+/// the development machine. Larger steps delayed more acknowledgements:
+/// with 1 MiB the p99 at 1 000 webhooks a second went from 1.2 to 2 ms.
+pub(super) const PREPARE_BYTES: u64 = 256 << 10;
 
 /// The open journal file, the length of its records and of the file.
 struct JournalFile {

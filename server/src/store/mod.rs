@@ -515,14 +515,22 @@ impl Store {
         chat_value::record_key(&self.salt, chat_key)
     }
 
-    /// Makes a new invitation id for the chat with pseudonym `chat_key`.
-    /// The id carries the chat's record key, so the questionnaire API finds
-    /// the chat with one read.
-    pub fn new_invitation_id(&self, chat_key: &str) -> InvitationId {
+    /// Makes the two new invitation ids, parent's and professional's, of the
+    /// chat with pseudonym `chat_key`. Each carries the chat's record key, so
+    /// the questionnaire API finds the chat with one read.
+    pub fn new_invitation_ids(&self, chat_key: &str) -> [InvitationId; 2] {
         let key = self.record_key(chat_key);
         let mut prefix = [0; chat_value::ID_PREFIX_BYTES];
         prefix.copy_from_slice(&key[..chat_value::ID_PREFIX_BYTES]);
-        InvitationId::with_locator(prefix)
+        let parent = InvitationId::with_locator(prefix);
+        loop {
+            // Both ids carry the same record key, and only 4 random bytes tell
+            // them apart: one chat in 2^32 would otherwise get one id twice.
+            let professional = InvitationId::with_locator(prefix);
+            if professional != parent {
+                return [parent, professional];
+            }
+        }
     }
 
     /// Finds the stored chat of an invitation, in the hot trees or in the archive.
