@@ -20,7 +20,7 @@ const CHATS: usize = 3_000;
 
 /// Accepts chat `chat` with both invitations queued, under ids that carry its record key.
 fn accept(store: &Store, chat: &str) {
-    let ids = [store.new_invitation_id(chat), store.new_invitation_id(chat)];
+    let ids = store.new_invitation_ids(chat);
     let acceptance = ChatBuilder::new(chat).invitation_ids(ids).accept(store);
     assert_eq!(acceptance, ChatAcceptance::New);
 }

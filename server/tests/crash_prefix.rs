@@ -124,7 +124,7 @@ fn run_and_kill(mode: &str, dir: &Path) {
 fn accept(store: &Store, number: usize, professional_answered: bool) {
     let now = now_millis();
     let chat_key = format!("chat-{number}");
-    let ids = [store.new_invitation_id(&chat_key), store.new_invitation_id(&chat_key)];
+    let ids = store.new_invitation_ids(&chat_key);
     let mut chat = ChatBuilder::new(&chat_key)
         .at(now)
         .invitation_ids(ids)

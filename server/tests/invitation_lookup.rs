@@ -42,13 +42,9 @@ fn update_finds(store: &Store, id: &InvitationId) -> bool {
 fn ids_find_only_their_invitation() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = Store::open(dir.path(), CACHE).expect("store opens");
-    let ids = [store.new_invitation_id("chat-a"), store.new_invitation_id("chat-a")];
+    let ids = store.new_invitation_ids("chat-a");
     let [parent, professional] = store_chat(&store, "chat-a", ids);
-    let [other_parent, _] = store_chat(
-        &store,
-        "chat-b",
-        [store.new_invitation_id("chat-b"), store.new_invitation_id("chat-b")],
-    );
+    let [other_parent, _] = store_chat(&store, "chat-b", store.new_invitation_ids("chat-b"));
     let [legacy, _] = store_chat(
         &store,
         "chat-legacy",
