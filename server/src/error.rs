@@ -64,7 +64,9 @@ impl ApiError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            "The service could not complete the request; it was not stored. Try again later.",
+            // Not "it was not stored": a write whose journal sync failed stays
+            // queued and reaches the disk with the next sync that succeeds.
+            "The service could not complete the request, and it may or may not have taken effect. Try again later.",
         )
     }
 }

@@ -66,6 +66,23 @@ fn duplicates_found_in_inbox_and_sled() {
     assert_eq!(store.pending_deliveries().expect("readable").len(), 4);
 }
 
+/// The console looks up one chat: `settle_chat` waits for that chat when
+/// it is still in the inbox, and finds it afterwards.
+#[test]
+fn settle_chat_finds_inbox_chat() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(dir.path(), CACHE).expect("store opens");
+    // A backlog, so the last chats are likely still in the inbox.
+    for number in 0..2_000 {
+        accept(&store, &format!("msg_{number}"), &format!("chat-{number}"));
+    }
+    store.settle_chat("chat-1999");
+    assert!(store.chat("chat-1999").expect("readable").is_some());
+
+    store.settle_chat("chat-never-sent");
+    assert!(store.chat("chat-never-sent").expect("readable").is_none());
+}
+
 #[test]
 fn concurrent_webhooks_create_chat_once() {
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -167,9 +167,17 @@ pub async fn exchange_code(
 
     let chat_key = state.pseudonym_key.pseudonym("chat", &conversation);
     // The console may ask as soon as the chat ends, before its webhook's
-    // write has left the store's inbox.
-    state.store.settle();
-    let chat = state.store.chat(&chat_key)?.ok_or_else(no_questionnaire)?;
+    // write has left the store's inbox. Waiting for that blocks, and during a
+    // burst for seconds, so it runs off the request thread.
+    let store = state.store.clone();
+    let key = chat_key.clone();
+    let chat = web::block(move || {
+        store.settle_chat(&key);
+        store.chat(&key)
+    })
+    .await
+    .map_err(|error| ApiError::internal(&error))??
+    .ok_or_else(no_questionnaire)?;
     let participant = code_owner(&state.pseudonym_key, &chat).ok_or_else(no_questionnaire)?;
     let expected = console_code(&state, participant).replace('-', "");
     if !bool::from(expected.as_bytes().ct_eq(code.as_bytes())) {

@@ -198,11 +198,8 @@ pub(super) fn records(mut bytes: &[u8]) -> (Vec<&[u8]>, usize) {
         payloads.push(payload);
         bytes = &bytes[HEADER + length..];
     }
-    let left_over = if bytes.iter().all(|&byte| byte == 0) {
-        0
-    } else {
-        bytes.len()
-    };
+    // The zeros written ahead are not left over, also after a torn record.
+    let left_over = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
     (payloads, left_over)
 }
 
@@ -225,6 +222,9 @@ struct JournalFile {
     length: u64,
     /// Bytes of the file on disk: the records, then zeros written ahead.
     prepared: u64,
+    /// Set when a rewrite renamed the new journal into place but could not
+    /// open it: `file` is then the replaced file, and the next sync opens the journal again.
+    reopen: bool,
     /// The buffer of the last sync, emptied, so the next records are queued
     /// without growing a new buffer from nothing.
     spare: Vec<u8>,
@@ -265,6 +265,7 @@ impl Journal {
                 file,
                 length: 0,
                 prepared: 0,
+                reopen: false,
                 spare: Vec::new(),
             }),
             pending: Mutex::new(Vec::new()),
@@ -298,13 +299,17 @@ impl Journal {
         let length = file.metadata()?.len();
         drop(file);
         std::fs::rename(&new_path, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        // The open handle now belongs to the replaced file: no sync may write
+        // there, so a failed reopen is retried by the next sync.
+        journal.reopen = true;
         journal.file = OpenOptions::new().write(true).open(&self.path)?;
+        journal.reopen = false;
         journal.length = length;
         journal.prepared = length;
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
         Ok(())
     }
 
@@ -312,6 +317,12 @@ impl Journal {
     /// length afterwards.
     pub(super) fn sync(&self) -> io::Result<u64> {
         let mut journal = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if journal.reopen {
+            journal.file = OpenOptions::new().write(true).open(&self.path)?;
+            journal.length = journal.file.metadata()?.len();
+            journal.prepared = journal.length;
+            journal.reopen = false;
+        }
         let spare = std::mem::take(&mut journal.spare);
         let mut bytes = std::mem::replace(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner), spare);
         if !bytes.is_empty() {
@@ -414,7 +425,11 @@ mod tests {
             let torn = &bytes[..bytes.len() - cut];
             let (payloads, left) = records(torn);
             assert_eq!(payloads, vec![&first[..]], "cut {cut}");
-            assert_eq!(left, record(&second).len() - cut);
+            // Zeros at the end of the torn record look like zeros written
+            // ahead, so they are not counted.
+            let torn_bytes = &record(&second)[..record(&second).len() - cut];
+            let zeros_at_end = torn_bytes.iter().rev().take_while(|&&byte| byte == 0).count();
+            assert_eq!(left, torn_bytes.len() - zeros_at_end, "cut {cut}");
         }
 
         let mut damaged = bytes.clone();
@@ -485,19 +500,44 @@ mod tests {
         assert!(Journal::read_leftover(&path).expect("readable").len() as u64 > 2 * PREPARE_BYTES);
     }
 
-    /// A record torn off before the zeros ahead is left over, as at the end of the file.
+    /// After a rewrite that could not open the new journal, the next sync
+    /// opens it and writes there, not into the file the rename replaced.
     #[test]
-    fn a_torn_record_before_the_zeros_is_left_over() {
+    fn sync_reopens_after_failed_rewrite() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("journal");
+        let journal = Journal::open_empty(&path).expect("journal opens");
+        let mut survivor = Vec::new();
+        push_op(&mut survivor, TreeId::Chats, b"chat", Some(b"record"));
+        journal.rewrite([survivor.as_slice()].into_iter()).expect("rewritten");
+        {
+            // As if the reopen in `rewrite` failed: the handle cannot write.
+            let mut file = journal.file.lock().unwrap();
+            file.file = File::open(&path).expect("readable");
+            file.reopen = true;
+        }
         let mut payload = Vec::new();
-        push_op(&mut payload, TreeId::Meta, b"a", Some(b"1"));
+        push_op(&mut payload, TreeId::Meta, b"key", Some(b"value"));
+        journal.append(&payload);
+        journal.sync().expect("synced after reopening");
+        let bytes = Journal::read_leftover(&path).expect("readable");
+        assert_eq!(records(&bytes), (vec![&survivor[..], &payload[..]], 0));
+    }
+
+    /// A record torn off before the zeros ahead is left over, and the zeros are not.
+    #[test]
+    fn torn_record_before_zeros_is_left_over() {
+        let mut payload = Vec::new();
+        push_op(&mut payload, TreeId::Meta, b"a", Some(b"12"));
         let mut bytes = record(&payload);
         let mut torn = record(&payload);
         torn.truncate(torn.len() - 1);
+        assert_ne!(torn.last(), Some(&0), "the torn record ends in a byte that is not zero");
         bytes.extend_from_slice(&torn);
         bytes.extend_from_slice(&[0; 64]);
         let (payloads, left) = records(&bytes);
         assert_eq!(payloads, vec![&payload[..]]);
-        assert_eq!(left, torn.len() + 64, "the torn record and the zeros after it");
+        assert_eq!(left, torn.len(), "the torn record, without the zeros after it");
     }
 
     /// A failed write or fdatasync must keep the queued records. The next
@@ -515,6 +555,7 @@ mod tests {
                 file: File::open(&path).expect("readable"),
                 length: 0,
                 prepared: 0,
+                reopen: false,
                 spare: Vec::new(),
             }),
             pending: Mutex::new(Vec::new()),

@@ -743,6 +743,17 @@ impl Store {
         self.shared.inbox.settle();
     }
 
+    /// Blocks until the chat with pseudonym `key` is in sled, when it is
+    /// still in the inbox. Unlike [`Store::settle`], it returns at once for
+    /// any other chat, also during a burst.
+    pub fn settle_chat(&self, key: &str) {
+        let record_key = self.record_key(key);
+        let waiting = self.shared.inbox.lock().has_chat(&record_key);
+        if waiting {
+            self.settle();
+        }
+    }
+
     /// Waits until the inbox has room for another accepted chat. Webhook
     /// handlers call it before [`Store::accept_chat`], so a burst that the
     /// applier cannot keep up with slows the senders instead of growing memory.
