@@ -43,7 +43,7 @@ pub async fn chat_ended(
     let chat = parse_chat_ended(&event)?;
 
     match intake::accept(&state, &id, Some(event_digest(&event)), &chat).await? {
-        // A fixed body, written once: this is the answer to nearly every webhook.
+        // A fixed body, because this is the response to nearly every webhook.
         ChatAcceptance::New => Ok(HttpResponse::Accepted()
             .insert_header(actix_web::http::header::ContentType::json())
             .body(r#"{"status":"accepted"}"#)),

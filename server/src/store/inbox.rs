@@ -90,7 +90,7 @@ pub(super) struct Queue {
     /// must wake it. Waking costs a system call, which a burst would pay on
     /// every webhook while the applier is busy or waits out the burst.
     applier_idle: bool,
-    /// Readers waiting in [`Inbox::settle`]; while there are any, the
+    /// Readers waiting in [`Inbox::settle`]. While there are any, the
     /// applier does not wait out a burst.
     settling: usize,
     /// Webhook ids of answer webhooks whose write is running, each with the

@@ -230,8 +230,8 @@ struct JournalFile {
     spare: Vec<u8>,
 }
 
-/// Largest buffer [`JournalFile::spare`] keeps; a larger one, left by a
-/// checkpoint or a burst, is given back.
+/// Maximum capacity of [`JournalFile::spare`]. A larger buffer, left by a
+/// checkpoint or a burst, is freed.
 const SPARE_BYTES: usize = 1 << 20;
 
 impl Journal {

@@ -791,8 +791,8 @@ impl Store {
             chat: new.chat.clone(),
             invitations: new.invitations.to_vec(),
         };
-        // Room for a chat with both invitations, so the payload is not
-        // copied while it grows; it is cut to size before the inbox keeps it.
+        // Room for a chat with both invitations, so the payload is not copied
+        // while it grows. It is cut to size before the inbox keeps it.
         let mut payload = Vec::with_capacity(4096);
         for delivery in new.deliveries {
             let key = queue_key(delivery.next_attempt_at, &delivery.invitation_id);
