@@ -276,3 +276,67 @@ fn purge_and_copy_handle_archived_chats() {
     assert_eq!(store.archived_count(), 0);
     assert_eq!(reports(&store, now), before);
 }
+
+/// A read of every chat takes the hot chats first, then the archive. An
+/// archived chat that changes during the read stays in the archive, so the
+/// read finds it once. Its next change, with no read running, moves it out.
+#[test]
+fn chat_changed_during_read_found_once() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open(dir.path());
+    let key = pseudonym_key();
+    let now = fill(&store, &key);
+    store.archive_settled(now, |_| {}).expect("archived");
+    let changed: Vec<_> = (0..SETTLED)
+        .step_by(30)
+        .map(|number| store.chat(&chat_key(&key, number)).expect("readable").expect("stored"))
+        .collect();
+    let open_change = |record: &mut alliance::store::records::InvitationRecord| -> Result<(), ()> {
+        record.response.opened_at = Some(record.response.opened_at.map_or(now, |at| at + 1));
+        Ok(())
+    };
+
+    let mut read = store.chats();
+    let mut keys: Vec<String> = (&mut read)
+        .take(OPEN)
+        .map(|entry| entry.expect("readable").key)
+        .collect();
+    for chat in &changed {
+        store
+            .update_invitation(&chat.parent_invitation, open_change)
+            .expect("changed during the read");
+    }
+    keys.extend(read.map(|entry| entry.expect("readable").key));
+    let unique: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "a chat was read twice");
+    assert_eq!(keys.len(), SETTLED + OPEN, "a chat changed during the read was missed");
+    assert_eq!(
+        store.archived_count(),
+        SETTLED,
+        "the changed chats stayed in the archive"
+    );
+    scan_equals_running_totals(&store, now);
+    for chat in &changed {
+        let parent = store
+            .invitation(&chat.parent_invitation)
+            .expect("readable")
+            .expect("stored");
+        assert!(parent.response.opened_at.is_some(), "the change was kept");
+    }
+
+    // With no read running, the next change moves the chat out as before.
+    store
+        .update_invitation(&changed[0].parent_invitation, open_change)
+        .expect("changed");
+    assert_eq!(store.archived_count(), SETTLED - 1);
+    assert_eq!(all_chats(&store).len(), SETTLED + OPEN);
+    scan_equals_running_totals(&store, now);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.archived_count(),
+        SETTLED - 1,
+        "the in-place changes survive a restart"
+    );
+    scan_equals_running_totals(&store, now);
+}

@@ -321,6 +321,41 @@ fn due_deliveries_skip_and_limit() {
     );
 }
 
+/// The counts that `/metrics` reports follow every write and are counted
+/// again at open, because sled counts by reading every key.
+#[test]
+fn chat_and_queue_counts_follow_writes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(dir.path(), CACHE).expect("store opens");
+    for number in 0..5 {
+        accept(&store, &format!("msg_{number}"), &format!("chat-{number}"));
+    }
+    accept(&store, "msg_9", "chat-0");
+    store.settle();
+    assert_eq!(store.chat_count(), 5, "a known chat counts once");
+    assert_eq!(store.queue_len(), 10, "two deliveries a chat");
+
+    let due = store
+        .due_deliveries(now_millis() + 1, 10, |_| false)
+        .expect("queue readable");
+    let (key, delivery) = &due[0];
+    store
+        .complete_delivery(key, &delivery.invitation_id, now_millis())
+        .expect("delivered");
+    let (key, delivery) = &due[1];
+    store.dead_letter(key, delivery).expect("dead-lettered");
+    store
+        .complete_delivery(key, &delivery.invitation_id, now_millis())
+        .expect("a second removal changes nothing");
+    assert_eq!(store.queue_len(), 8);
+    assert_eq!(store.chat_count(), 5);
+
+    drop(store);
+    let store = Store::open(dir.path(), CACHE).expect("store opens again");
+    assert_eq!(store.chat_count(), 5, "counted again at open");
+    assert_eq!(store.queue_len(), 8, "counted again at open");
+}
+
 /// A backup copies queued deliveries only together with their chat, and
 /// derives its report facts from the copied records.
 #[test]

@@ -15,7 +15,10 @@
 //! retention purge still read only the small facts. A chat is in the hot
 //! trees (`chat_records`, `chat_facts`) or in the archive, never both: the
 //! move is one store write. A change to an archived chat moves it back in
-//! the same write that changes it. The journal records these writes per
+//! the same write that changes it. While a read of every chat runs (an
+//! export, a report scan), the chat changes inside the archive instead. The
+//! read takes the hot trees first, so it then neither misses the chat nor
+//! reads it twice. The journal records these writes per
 //! chat, not per bucket, because sled can hold writes that the journal on
 //! disk lacks after `kill -9`: replaying an older bucket whole would drop
 //! the chats that a later write added to it.

@@ -36,8 +36,8 @@ pub mod webhook_ids;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -95,10 +95,34 @@ struct Shared {
     /// Number of chats in the archive, counted at open and changed with
     /// every write of an archive bucket.
     archived: AtomicI64,
+    /// Number of chats in the hot trees, counted at open and changed with
+    /// every write of a chat's facts. sled's `len` reads every key.
+    hot: AtomicI64,
+    /// Number of queued deliveries, kept like `hot`.
+    queued: AtomicI64,
     /// Odd while a write that moves chats into or out of the archive is
     /// applied, and one higher after it, so a reader outside the write lock
     /// can tell that a chat moved while it looked in both places.
     archive_moves: AtomicU64,
+    /// Reads of every chat that are running (see [`ScanGuard`]).
+    scans: AtomicUsize,
+}
+
+/// Held by a read of every chat, hot and archived. It holds the purge lock,
+/// so no chat moves into the archive or is purged meanwhile, and while it is
+/// held a change to an archived chat is written inside the archive instead
+/// of moving the chat back to the hot trees (see
+/// [`Store::write_archived_chat`]). So no chat changes place under the read,
+/// which then neither misses a chat nor reads one twice.
+struct ScanGuard<'s> {
+    scans: &'s AtomicUsize,
+    _no_moves: MutexGuard<'s, ()>,
+}
+
+impl Drop for ScanGuard<'_> {
+    fn drop(&mut self) {
+        self.scans.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -437,7 +461,10 @@ impl Store {
             inbox: inbox::Inbox::default(),
             copy_changes: Mutex::new(None),
             archived: AtomicI64::new(0),
+            hot: AtomicI64::new(0),
+            queued: AtomicI64::new(0),
             archive_moves: AtomicU64::new(0),
+            scans: AtomicUsize::new(0),
         });
         let store = Self::assemble(db, trees, salt, Arc::default(), shared);
         if !leftover.is_empty() {
@@ -606,6 +633,42 @@ impl Store {
         writes.set_entry(TreeId::ArchiveFacts, key, None);
     }
 
+    /// Records in `writes` the changed chat `stored`, which was archived,
+    /// with its new facts value. The chat leaves the archive in this write,
+    /// because it changes again, unless a read of every chat runs: then it
+    /// is changed inside the archive (see [`ScanGuard`]). Called under the
+    /// write lock, which [`Store::scan_guard`] waits for.
+    fn write_archived_chat(
+        &self,
+        writes: &mut Writes<'_>,
+        key: &[u8],
+        stored: &StoredChat,
+        facts_value: &[u8],
+    ) -> Result<(), StoreError> {
+        if self.shared.scans.load(Ordering::SeqCst) > 0 {
+            writes.set_entry(TreeId::ArchiveRecords, key, Some(&stored.encode()));
+            writes.set_entry(TreeId::ArchiveFacts, key, Some(facts_value));
+        } else {
+            self.unarchive(writes, key);
+            writes.insert(TreeId::ChatFacts, key, facts_value)?;
+            writes.insert(TreeId::Records, key, &stored.encode())?;
+        }
+        Ok(())
+    }
+
+    /// Starts a read of every chat (see [`ScanGuard`]).
+    fn scan_guard(&self) -> ScanGuard<'_> {
+        let no_moves = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.shared.scans.fetch_add(1, Ordering::SeqCst);
+        // A write that began before the count rose may still move a chat out
+        // of the archive: it ends before the read begins.
+        drop(self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner));
+        ScanGuard {
+            scans: &self.shared.scans,
+            _no_moves: no_moves,
+        }
+    }
+
     /// Deletes what a write that was never acknowledged may have left after
     /// a crash of an earlier version, which applied each operation of a write
     /// to sled on its own: sled could keep a prefix of such a write (queue
@@ -641,13 +704,22 @@ impl Store {
     }
 
     /// Counts every chat's facts into the running totals, once at open.
-    /// Also counts the archived chats.
+    /// Also counts the hot chats, the archived chats and the queued deliveries.
     fn build_live_totals(&self) -> Result<(), StoreError> {
         let mut live = self.live_totals();
+        let mut hot = 0;
         for entry in self.chat_facts.iter() {
             let (_, value) = entry?;
             live.replace(None, chat_value::facts_of(&value));
+            hot += 1;
         }
+        self.shared.hot.store(hot, Ordering::Relaxed);
+        let mut queued = 0;
+        for key in self.queue.iter().keys() {
+            key?;
+            queued += 1;
+        }
+        self.shared.queued.store(queued, Ordering::Relaxed);
         let mut archived = 0;
         for entry in self.tree(TreeId::ArchiveFacts).iter() {
             let (bucket_key, bucket) = entry?;
@@ -680,7 +752,7 @@ impl Store {
         Ok(())
     }
 
-    fn live_totals(&self) -> std::sync::MutexGuard<'_, LiveTotals> {
+    fn live_totals(&self) -> MutexGuard<'_, LiveTotals> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -935,12 +1007,11 @@ impl Store {
     /// hot ones in record-key order (which is not the order of the
     /// pseudonyms), then the archived ones.
     ///
-    /// Holds the purge lock until the iterator is dropped, so no chat moves
-    /// into the archive or is purged meanwhile. A chat that moves out of the
-    /// archive because it changes during the iteration can be missed.
+    /// Holds a [`ScanGuard`] until the iterator is dropped, so every chat
+    /// stored before the call is read once, also when it changes meanwhile.
     pub fn chats(&self) -> impl Iterator<Item = Result<ChatEntry, StoreError>> + '_ {
         self.settle();
-        let no_moves = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let no_moves = self.scan_guard();
         let hot = self.records.iter().map(|entry| {
             let (key, value) = entry?;
             Ok(ChatEntry::from(decode_chat(&key, &value)?))
@@ -969,9 +1040,8 @@ impl Store {
         &self,
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        // No chat moves into the archive or is purged while the scan runs. A
-        // chat that moves out of it meanwhile can be missed (see `Store::chats`).
-        let _no_moves = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // No chat changes place while the scan runs.
+        let _no_moves = self.scan_guard();
         for entry in self.chat_facts.iter() {
             let (key, value) = entry?;
             visit(&key, &value)?;
@@ -1144,19 +1214,17 @@ impl Store {
     }
 
     /// Counts the chats in sled, hot and archived, without those still in
-    /// the inbox. Counts again when chats moved into or out of the archive
-    /// meanwhile, up to three times, so a count during the first large move
-    /// can still be off by a few batches.
+    /// the inbox. Reads two counters, again while chats are moving into or
+    /// out of the archive, so the sum does not count a moving chat twice.
     pub fn chat_count(&self) -> usize {
-        let mut count = 0;
-        for _ in 0..3 {
+        loop {
             let before = self.shared.archive_moves.load(Ordering::SeqCst);
-            count = self.records.len() + self.archived_count();
+            let count = self.shared.hot.load(Ordering::SeqCst) + self.shared.archived.load(Ordering::SeqCst);
             if before % 2 == 0 && self.shared.archive_moves.load(Ordering::SeqCst) == before {
-                break;
+                return usize::try_from(count).unwrap_or(0);
             }
+            thread::yield_now();
         }
-        count
     }
 
     /// Moves every settled chat into the archive (see [`archive`]) and
@@ -1327,15 +1395,15 @@ impl Store {
         if record != before {
             let facts_value = chat_value::facts_value(&stored);
             if archived {
-                // The chat changes again, so it leaves the archive in this write.
-                self.unarchive(writes, &key);
-                writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
-            } else if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
-                // A change that leaves the report facts as they are writes
-                // the record alone.
-                writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
+                self.write_archived_chat(writes, &key, &stored, &facts_value)?;
+            } else {
+                if self.chat_facts.get(&key)?.as_deref() != Some(facts_value.as_slice()) {
+                    // A change that leaves the report facts as they are
+                    // writes the record alone.
+                    writes.insert(TreeId::ChatFacts, &key, &facts_value)?;
+                }
+                writes.insert(TreeId::Records, &key, &stored.encode())?;
             }
-            writes.insert(TreeId::Records, &key, &stored.encode())?;
         }
         Ok((outcome, record))
     }
@@ -1456,7 +1524,7 @@ impl Store {
     }
 
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        usize::try_from(self.shared.queued.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Records that the platform accepted a delivery: removes it from the
@@ -1488,10 +1556,10 @@ impl Store {
         {
             change(record);
             if archived {
-                self.unarchive(writes, &key);
-                writes.insert(TreeId::ChatFacts, &key, &chat_value::facts_value(&stored))?;
+                self.write_archived_chat(writes, &key, &stored, &chat_value::facts_value(&stored))?;
+            } else {
+                writes.insert(TreeId::Records, &key, &stored.encode())?;
             }
-            writes.insert(TreeId::Records, &key, &stored.encode())?;
         }
         Ok(())
     }
@@ -1923,6 +1991,8 @@ fn apply_payload(trees: &[sled::Tree; TREES], tally: Option<Tally<'_>>, payload:
 struct Tally<'a> {
     live: &'a Mutex<LiveTotals>,
     archived: &'a AtomicI64,
+    hot: &'a AtomicI64,
+    queued: &'a AtomicI64,
     archive_moves: &'a AtomicU64,
 }
 
@@ -1933,36 +2003,56 @@ fn apply_ops(trees: &[sled::Tree; TREES], tally: Option<Tally<'_>>, ops: &[Op<'_
         tally.archive_moves.fetch_add(1, Ordering::SeqCst);
     }
     let applied = apply_atomically(trees, ops);
+    if let (Some(tally), Ok(previous)) = (tally, &applied) {
+        count_ops(tally, ops, previous);
+    }
+    // After the counts, so `Store::chat_count` never adds a moving chat twice.
     if let Some(tally) = moves {
         tally.archive_moves.fetch_add(1, Ordering::SeqCst);
     }
-    let previous = applied?;
-    if let Some(tally) = tally {
-        for (op, previous) in ops.iter().zip(&previous) {
-            match *op {
-                Op::Insert {
-                    tree: TreeId::ChatFacts,
-                    value,
-                    ..
-                } => replace_facts(tally.live, previous.as_deref(), Some(value)),
-                Op::Remove {
-                    tree: TreeId::ChatFacts,
-                    ..
-                } => replace_facts(tally.live, previous.as_deref(), None),
-                Op::Entry {
-                    tree: TreeId::ArchiveFacts,
-                    value,
-                    ..
-                } => {
-                    replace_facts(tally.live, previous.as_deref(), value);
-                    let count = i64::from(value.is_some()) - i64::from(previous.is_some());
-                    tally.archived.fetch_add(count, Ordering::Relaxed);
-                }
-                _ => {}
+    applied.map(drop)
+}
+
+/// Changes the running totals and the counts of `tally` by the applied
+/// `ops`, given the value each key had before its operation.
+fn count_ops(tally: Tally<'_>, ops: &[Op<'_>], previous: &[Option<sled::IVec>]) {
+    let count = |counter: &AtomicI64, before: &Option<sled::IVec>, after: bool| {
+        counter.fetch_add(i64::from(after) - i64::from(before.is_some()), Ordering::SeqCst);
+    };
+    for (op, previous) in ops.iter().zip(previous) {
+        match *op {
+            Op::Insert {
+                tree: TreeId::ChatFacts,
+                value,
+                ..
+            } => {
+                replace_facts(tally.live, previous.as_deref(), Some(value));
+                count(tally.hot, previous, true);
             }
+            Op::Remove {
+                tree: TreeId::ChatFacts,
+                ..
+            } => {
+                replace_facts(tally.live, previous.as_deref(), None);
+                count(tally.hot, previous, false);
+            }
+            Op::Insert {
+                tree: TreeId::Queue, ..
+            } => count(tally.queued, previous, true),
+            Op::Remove {
+                tree: TreeId::Queue, ..
+            } => count(tally.queued, previous, false),
+            Op::Entry {
+                tree: TreeId::ArchiveFacts,
+                value,
+                ..
+            } => {
+                replace_facts(tally.live, previous.as_deref(), value);
+                count(tally.archived, previous, value.is_some());
+            }
+            _ => {}
         }
     }
-    Ok(())
 }
 
 /// Applies `ops` in order in one sled transaction over every tree. Returns
@@ -2027,6 +2117,8 @@ impl Sink {
         Tally {
             live: &self.live,
             archived: &self.shared.archived,
+            hot: &self.shared.hot,
+            queued: &self.shared.queued,
             archive_moves: &self.shared.archive_moves,
         }
     }
