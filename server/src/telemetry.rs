@@ -65,16 +65,19 @@ where
     fn call(&self, request: ServiceRequest) -> Self::Future {
         let started = Instant::now();
         let method = request.method().clone();
-        let path = crate::token::redact_path(request.path());
+        // A clone shares the request's bytes. The path is redacted only for
+        // a line that is written, because tracing evaluates fields only then.
+        let uri = request.uri().clone();
         let future = self.service.call(request);
         Box::pin(async move {
             let response = future.await?;
             let status = response.status().as_u16();
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let path = || crate::token::redact_path(uri.path());
             if status >= 500 {
-                tracing::error!(%method, %path, status, elapsed_ms, "request");
+                tracing::error!(%method, path = %path(), status, elapsed_ms, "request");
             } else {
-                tracing::debug!(%method, %path, status, elapsed_ms, "request");
+                tracing::debug!(%method, path = %path(), status, elapsed_ms, "request");
             }
             Ok(response)
         })

@@ -98,14 +98,43 @@ impl StoredChat {
     }
 }
 
+/// A [`StoredChat`] made of borrowed parts, which encodes to the same value
+/// without copying them.
+#[derive(Serialize)]
+pub(super) struct StoredChatView<'a> {
+    pub key: &'a str,
+    pub chat: &'a ChatRecord,
+    pub invitations: &'a [InvitationRecord],
+}
+
+impl StoredChatView<'_> {
+    /// Encodes the record value, as [`StoredChat::encode`] does.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1536);
+        out.push(FORMAT);
+        serde_json::to_writer(&mut out, self).expect("records serialise");
+        out
+    }
+
+    /// Encodes the facts value, as [`facts_value`] does.
+    pub fn facts_value(&self) -> Vec<u8> {
+        let invitation = |role| self.invitations.iter().find(|invitation| invitation.role == role);
+        encode_facts_value(self.chat, [invitation(Role::Parent), invitation(Role::Professional)])
+    }
+}
+
 /// Encodes the facts value of a chat: its receive time and report facts.
 pub(super) fn facts_value(stored: &StoredChat) -> Vec<u8> {
-    let chat_facts = facts::encode(
+    encode_facts_value(
         &stored.chat,
         [stored.invitation(Role::Parent), stored.invitation(Role::Professional)],
-    );
+    )
+}
+
+fn encode_facts_value(chat: &ChatRecord, invitations: [Option<&InvitationRecord>; 2]) -> Vec<u8> {
+    let chat_facts = facts::encode(chat, invitations);
     let mut out = Vec::with_capacity(RECEIVED_BYTES + chat_facts.len());
-    out.extend_from_slice(&stored.chat.received_at.to_be_bytes());
+    out.extend_from_slice(&chat.received_at.to_be_bytes());
     out.extend_from_slice(&chat_facts);
     out
 }
@@ -167,6 +196,13 @@ mod tests {
     fn values_round_trip() {
         let chat = stored();
         assert_eq!(StoredChat::decode(&chat.encode()).unwrap().unwrap(), chat);
+        let view = StoredChatView {
+            key: &chat.key,
+            chat: &chat.chat,
+            invitations: &chat.invitations,
+        };
+        assert_eq!(view.encode(), chat.encode(), "a view encodes as the record");
+        assert_eq!(view.facts_value(), facts_value(&chat));
         let value = facts_value(&chat);
         let expected = facts::encode(
             &chat.chat,

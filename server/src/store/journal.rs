@@ -286,8 +286,11 @@ impl Journal {
     /// new file renamed over the old one, so a crash leaves either journal
     /// whole. Records still queued are dropped. Call only while no record can
     /// be appended, after sled was flushed, with the payloads of every write
-    /// that sled does not have yet.
-    pub(super) fn rewrite<'a>(&self, payloads: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
+    /// that sled does not have yet. Returns the handle of the replaced file,
+    /// for the caller to close once writes can go on. Closing the last handle
+    /// of a large unlinked file frees its blocks: about 20 ms for a journal of
+    /// 30 seconds at 1 000 webhooks a second.
+    pub(super) fn rewrite<'a>(&self, payloads: impl Iterator<Item = &'a [u8]>) -> io::Result<File> {
         let mut journal = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         let new_path = self.path.with_extension("new");
         let mut writer = io::BufWriter::new(File::create(&new_path)?);
@@ -302,7 +305,7 @@ impl Journal {
         // The open handle now belongs to the replaced file: no sync may write
         // there, so a failed reopen is retried by the next sync.
         journal.reopen = true;
-        journal.file = OpenOptions::new().write(true).open(&self.path)?;
+        let replaced = std::mem::replace(&mut journal.file, OpenOptions::new().write(true).open(&self.path)?);
         journal.reopen = false;
         journal.length = length;
         journal.prepared = length;
@@ -310,7 +313,7 @@ impl Journal {
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        Ok(())
+        Ok(replaced)
     }
 
     /// Writes every queued record and syncs the file. Returns the journal's
@@ -453,8 +456,13 @@ mod tests {
         let first = journal.sync().expect("synced");
         assert_eq!(first, (HEADER + payload.len()) as u64);
         journal.append(&payload);
-        journal.rewrite(std::iter::empty()).expect("emptied");
+        let replaced = journal.rewrite(std::iter::empty()).expect("emptied");
         assert!(!journal.has_records(), "queued records are dropped too");
+        assert_eq!(
+            replaced.metadata().expect("readable").len(),
+            first + PREPARE_BYTES,
+            "the returned handle is that of the replaced file"
+        );
 
         journal.rewrite([survivor.as_slice()].into_iter()).expect("rewritten");
         journal.append(&payload);

@@ -96,7 +96,7 @@ struct Shared {
     /// every write of an archive bucket.
     archived: AtomicI64,
     /// Number of chats in the hot trees, counted at open and changed with
-    /// every write of a chat's facts. sled's `len` reads every key.
+    /// every write of a chat's facts, because sled's `len` reads every key.
     hot: AtomicI64,
     /// Number of queued deliveries, kept like `hot`.
     queued: AtomicI64,
@@ -108,10 +108,10 @@ struct Shared {
     scans: AtomicUsize,
 }
 
-/// Held by a read of every chat, hot and archived. It holds the purge lock,
-/// so no chat moves into the archive or is purged meanwhile, and while it is
-/// held a change to an archived chat is written inside the archive instead
-/// of moving the chat back to the hot trees (see
+/// Guard of a read of every chat, hot and archived. It holds the purge
+/// lock, so no chat moves into the archive or is purged meanwhile. While it
+/// is held, a change to an archived chat is written inside the archive
+/// instead of moving the chat back to the hot trees (see
 /// [`Store::write_archived_chat`]). So no chat changes place under the read,
 /// which then neither misses a chat nor reads one twice.
 struct ScanGuard<'s> {
@@ -858,10 +858,10 @@ impl Store {
     pub fn accept_chat(&self, new: NewChat<'_>) -> Result<ChatAcceptance, StoreError> {
         let received = webhook_ids::value(new.now, new.webhook_digest.as_ref());
         let record_key = self.record_key(new.chat_key);
-        let stored = StoredChat {
-            key: new.chat_key.into(),
-            chat: new.chat.clone(),
-            invitations: new.invitations.to_vec(),
+        let stored = chat_value::StoredChatView {
+            key: new.chat_key,
+            chat: new.chat,
+            invitations: new.invitations,
         };
         // Room for a chat with both invitations, so the payload is not copied
         // while it grows. It is cut to size before the inbox keeps it.
@@ -887,7 +887,7 @@ impl Store {
             &mut payload,
             TreeId::ChatFacts,
             &record_key,
-            Some(&chat_value::facts_value(&stored)),
+            Some(&stored.facts_value()),
         );
         journal::push_op(&mut payload, TreeId::Records, &record_key, Some(&stored.encode()));
         if let Some(webhook_id) = new.webhook_id {
@@ -2187,20 +2187,25 @@ impl Sink {
         self.db.flush()?;
         let unlocked = started.elapsed();
 
-        let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let queue = self.shared.inbox.lock();
-        if !self.shared.journal.has_records() {
-            return Ok(());
-        }
-        self.db.flush()?;
-        // Entries that arrived since the first step stay in the inbox, and the
-        // new journal keeps their records. Senders therefore never wait for sled here.
-        self.shared
-            .journal
-            .rewrite(queue.entries.iter().map(|entry| entry.payload.as_slice()))?;
+        let replaced = {
+            let _guard = self.shared.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let queue = self.shared.inbox.lock();
+            if !self.shared.journal.has_records() {
+                return Ok(());
+            }
+            self.db.flush()?;
+            // Entries that arrived since the first step stay in the inbox, and the
+            // new journal keeps their records. Senders therefore never wait for sled here.
+            self.shared
+                .journal
+                .rewrite(queue.entries.iter().map(|entry| entry.payload.as_slice()))?
+        };
+        let locked = started.elapsed() - unlocked;
+        drop(replaced);
         tracing::debug!(
             unlocked_ms = unlocked.as_millis() as u64,
-            locked_ms = (started.elapsed() - unlocked).as_millis() as u64,
+            locked_ms = locked.as_millis() as u64,
+            closed_ms = (started.elapsed() - unlocked - locked).as_millis() as u64,
             "store checkpoint"
         );
         Ok(())
