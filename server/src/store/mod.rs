@@ -1216,15 +1216,18 @@ impl Store {
     /// Counts the chats in sled, hot and archived, without those still in
     /// the inbox. Reads two counters, again while chats are moving into or
     /// out of the archive, so the sum does not count a moving chat twice.
+    /// After 1 000 tries it returns the last sum, so a scrape never hangs.
     pub fn chat_count(&self) -> usize {
-        loop {
+        let mut count = 0;
+        for _ in 0..1_000 {
             let before = self.shared.archive_moves.load(Ordering::SeqCst);
-            let count = self.shared.hot.load(Ordering::SeqCst) + self.shared.archived.load(Ordering::SeqCst);
+            count = self.shared.hot.load(Ordering::SeqCst) + self.shared.archived.load(Ordering::SeqCst);
             if before % 2 == 0 && self.shared.archive_moves.load(Ordering::SeqCst) == before {
-                return usize::try_from(count).unwrap_or(0);
+                break;
             }
             thread::yield_now();
         }
+        usize::try_from(count).unwrap_or(0)
     }
 
     /// Moves every settled chat into the archive (see [`archive`]) and
