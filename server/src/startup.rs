@@ -215,8 +215,12 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         let in_flight = app_state.in_flight.clone();
         App::new()
             .app_data(app_state.clone())
-            .app_data(web::QueryConfig::default().error_handler(|error, _| {
-                ApiError::bad_request("invalid_query", format!("the query string is not valid: {error}")).into()
+            .app_data(web::QueryConfig::default().error_handler(|error, request| {
+                let message = match crate::routes::page_query::first_repeated(request.query_string()) {
+                    Some(name) => format!("query parameter {name:?} is given more than once; give it once"),
+                    None => format!("the query string is not valid ({error}); check the parameter values"),
+                };
+                ApiError::bad_request("invalid_query", message).into()
             }))
             .app_data(web::FormConfig::default().error_handler(|error, _| crate::routes::form_error(error).into()))
             .app_data(
@@ -225,9 +229,24 @@ pub fn build(settings: Settings) -> Result<Application, String> {
             )
             .wrap_fn(|request, service| {
                 use actix_web::dev::Service;
+                // web::Query would read a value that is not UTF-8 with
+                // replacement characters, so the API rejects it instead.
+                let not_utf8 = request
+                    .path()
+                    .starts_with("/api/")
+                    .then(|| crate::routes::page_query::first_not_utf8(request.query_string()))
+                    .flatten();
+                if let Some(name) = not_utf8 {
+                    let error = ApiError::bad_request(
+                        "invalid_query",
+                        format!("query parameter {name:?} is not UTF-8 text once percent-decoded; send UTF-8"),
+                    );
+                    return Box::pin(async move { Ok(request.error_response(error)) })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>;
+                }
                 let state = request.app_data::<web::Data<AppState>>().cloned();
                 let reply = service.call(request);
-                async move {
+                Box::pin(async move {
                     let mut response = reply.await?;
                     if let Some(state) = state {
                         // Taken from the response: cloning the request before routing
@@ -236,7 +255,7 @@ pub fn build(settings: Settings) -> Result<Application, String> {
                         crate::routes::questionnaire::add_cors_headers(&state, &http_request, response.headers_mut());
                     }
                     Ok(response)
-                }
+                })
             })
             .wrap(
                 actix_web::middleware::DefaultHeaders::new()

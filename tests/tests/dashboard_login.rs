@@ -214,12 +214,31 @@ fn unreadable_query_gets_an_html_page() {
     let page = html_page(without_session, 400, "without a session");
     assert!(page.contains("Give <code>from</code> once."), "{page}");
 
-    // The JSON API keeps its JSON error for the same queries.
+    // The JSON API keeps its JSON error for the same queries, and names the
+    // parameter, also for a value that is not UTF-8.
     let api_cases = [
-        "/api/admin/report?from=2022-01-01&from=2022-02-01",
-        "/api/admin/peer-review?lang=en&organization=A&lang=nl",
+        (
+            "/api/admin/report?from=2022-01-01&from=2022-02-01",
+            "query parameter \"from\" is given more than once",
+        ),
+        (
+            "/api/admin/peer-review?lang=en&organization=A&lang=nl",
+            "query parameter \"lang\" is given more than once",
+        ),
+        (
+            "/api/admin/report?organization=%FF",
+            "query parameter \"organization\" is not UTF-8",
+        ),
+        (
+            "/api/admin/peer-review?organization=%FF",
+            "query parameter \"organization\" is not UTF-8",
+        ),
+        (
+            "/api/admin/export?layout=wide&topic=sl%E9pen",
+            "query parameter \"topic\" is not UTF-8",
+        ),
     ];
-    for path in api_cases {
+    for (path, expected) in api_cases {
         let response = common::client()
             .get(session.service.url(path))
             .bearer_auth(&session.service.config.admin_token)
@@ -231,11 +250,7 @@ fn unreadable_query_gets_an_html_page() {
         let body: serde_json::Value = response.json().unwrap();
         assert_eq!(body["error"], "invalid_query", "{path}: {body}");
         let message = body["message"].as_str().unwrap();
-        assert!(
-            message.starts_with("the query string is not valid: "),
-            "{path}: {message}"
-        );
-        assert!(message.contains("duplicate field"), "{path}: {message}");
+        assert!(message.starts_with(expected), "{path}: {message}");
     }
 }
 

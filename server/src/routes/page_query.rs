@@ -92,6 +92,31 @@ fn plus_as_space(raw: &str) -> Cow<'_, str> {
 
 /// Percent-decodes a value, or returns `None` when the bytes are not UTF-8.
 /// A `%` without two hex digits after it stays as it is, as in `web::Query`.
+/// Returns the name of the first parameter of the query string `raw` whose
+/// value is not UTF-8 once percent-decoded. `web::Query` would read such a
+/// value with replacement characters instead of rejecting it.
+pub fn first_not_utf8(raw: &str) -> Option<String> {
+    raw.split('&').filter(|pair| !pair.is_empty()).find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        decode(value).is_none().then(|| decode_lossy(name))
+    })
+}
+
+/// Returns the name of the first parameter given more than once in the
+/// query string `raw`, in query order.
+pub fn first_repeated(raw: &str) -> Option<String> {
+    let names: Vec<String> = raw
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| decode_lossy(pair.split_once('=').map_or(pair, |(name, _)| name)))
+        .collect();
+    names
+        .iter()
+        .enumerate()
+        .find(|(index, name)| names[..*index].contains(name))
+        .map(|(_, name)| name.clone())
+}
+
 fn decode(raw: &str) -> Option<String> {
     let spaced = plus_as_space(raw);
     percent_decode_str(&spaced).decode_utf8().ok().map(Cow::into_owned)
@@ -106,6 +131,23 @@ mod tests {
     use super::*;
 
     const NAMES: [&str; 3] = ["lang", "from", "organization"];
+
+    #[test]
+    fn first_not_utf8_names_the_parameter() {
+        assert_eq!(
+            first_not_utf8("from=2022-07-01&organization=%FF"),
+            Some("organization".into())
+        );
+        assert_eq!(first_not_utf8("a=%C3%A9&b=x+y"), None);
+        assert_eq!(first_not_utf8(""), None);
+    }
+
+    #[test]
+    fn first_repeated_names_the_parameter() {
+        assert_eq!(first_repeated("from=1&to=2&from=3"), Some("from".into()));
+        assert_eq!(first_repeated("from=1&to=2"), None);
+        assert_eq!(first_repeated("a&a"), Some("a".into()));
+    }
 
     #[test]
     fn parse_decodes_like_web_query() {
