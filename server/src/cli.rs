@@ -163,6 +163,11 @@ pub fn service_settings(config_file: Option<&Path>) -> Result<(Settings, Option<
     let mut raw = RawSettings::load(config_file)?;
     let first = raw.validate()?;
     let development = if is_development(&first) {
+        // Checked first with stand-ins for the generated secrets, so a start
+        // that fails for another setting writes no secrets file.
+        let mut with_placeholders = RawSettings::load(config_file)?;
+        config::add_placeholder_secrets(&mut with_placeholders);
+        with_placeholders.validate()?.check_ready_to_serve()?;
         config::add_development_secrets(&mut raw, &first.data_dir)?
     } else {
         None

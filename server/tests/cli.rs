@@ -40,6 +40,23 @@ fn check_config_names_the_bad_setting() {
     assert!(stderr.contains("whsec_"), "{stderr}");
 }
 
+/// A start that fails for a missing setting leaves no secrets file behind.
+#[test]
+fn failed_serve_writes_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let output = alliance()
+        .arg("serve")
+        .env("ALLIANCE_LISTEN", "127.0.0.1:0")
+        .env("ALLIANCE_DATA_DIR", &data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ALLIANCE_PLATFORM_URL"), "{stderr}");
+    assert!(!data_dir.join("dev-secrets.toml").exists(), "secrets were written");
+}
+
 #[test]
 fn check_config_refuses_public_address_without_https() {
     let output = alliance()
