@@ -60,7 +60,8 @@ pub enum Command {
     },
     /// Print correctly signed Standard Webhooks headers and a curl line, to test a set-up.
     Sign {
-        /// File holding the whsec_ secret.
+        /// File holding the whsec_ secret, or a TOML file with `webhook_secrets`,
+        /// such as the generated data/dev-secrets.toml (its first secret is used).
         #[arg(long, value_name = "FILE")]
         secret_file: PathBuf,
         /// The webhook-id to sign.
@@ -69,7 +70,8 @@ pub enum Command {
         /// File holding the exact request body.
         #[arg(long, value_name = "FILE")]
         body: PathBuf,
-        /// URL for the printed curl line; default: the chat-ended endpoint on ALLIANCE_LISTEN.
+        /// URL for the printed curl line; default: the chat-ended endpoint on the
+        /// configured listen address (ALLIANCE_LISTEN or `listen` in --config).
         #[arg(long)]
         url: Option<String>,
     },
@@ -148,7 +150,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             id,
             body,
             url,
-        } => sign(&secret_file, &id, &body, url.as_deref()),
+        } => sign(config_file, &secret_file, &id, &body, url.as_deref()),
         Command::Export(arguments) => crate::report::export_command::run(config_file, arguments).await,
         Command::Backup(arguments) => crate::backup::backup(config_file, arguments).await,
         Command::Restore(arguments) => crate::backup::restore(config_file, arguments),
@@ -240,10 +242,31 @@ fn check_config(config_file: Option<&Path>) -> Result<(), CliError> {
     Ok(())
 }
 
-fn sign(secret_file: &Path, id: &str, body_file: &Path, url: Option<&str>) -> Result<(), CliError> {
+/// Returns the secret that a secret file holds: the whole file, or the
+/// first of `webhook_secrets` when the file is TOML with that key, as the
+/// development secrets file `dev-secrets.toml` is.
+fn secret_text(text: &str) -> String {
+    let first_secret = toml::from_str::<toml::Table>(text).ok().and_then(|table| {
+        let first = match table.get("webhook_secrets")? {
+            toml::Value::String(secrets) => secrets.split(',').next()?,
+            toml::Value::Array(secrets) => secrets.first()?.as_str()?,
+            _ => return None,
+        };
+        Some(first.trim().to_string())
+    });
+    first_secret.unwrap_or_else(|| text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn sign(
+    config_file: Option<&Path>,
+    secret_file: &Path,
+    id: &str,
+    body_file: &Path,
+    url: Option<&str>,
+) -> Result<(), CliError> {
     let text = std::fs::read_to_string(secret_file)
         .map_err(|error| format!("cannot read secret file {}: {error}", secret_file.display()))?;
-    let secret = WebhookSecret::parse(text.trim_end_matches(['\n', '\r']))
+    let secret = WebhookSecret::parse(&secret_text(&text))
         .map_err(|problem| format!("the secret in {} {problem}", secret_file.display()))?;
     let body =
         std::fs::read(body_file).map_err(|error| format!("cannot read body file {}: {error}", body_file.display()))?;
@@ -255,7 +278,7 @@ fn sign(secret_file: &Path, id: &str, body_file: &Path, url: Option<&str>) -> Re
     let url = match url {
         Some(url) => url.to_string(),
         None => {
-            let settings = RawSettings::load(None)?.validate()?;
+            let settings = RawSettings::load(config_file)?.validate()?;
             format!("http://{}/webhooks/chat-ended", settings.listen)
         }
     };

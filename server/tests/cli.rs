@@ -96,6 +96,43 @@ fn sign_prints_verifiable_headers() {
     );
 }
 
+/// `sign` reads the secret from the generated development secrets file and
+/// the listen address from the configuration file.
+#[test]
+fn sign_reads_dev_secrets_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, secret) = alliance::signature::WebhookSecret::generate();
+    let secrets = dir.path().join("dev-secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("admin_token = \"abc\"\nwebhook_secrets = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let config = dir.path().join("alliance.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:18080\"\n").unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, "{}").unwrap();
+    let output = alliance()
+        .args(["--config", config.to_str().unwrap(), "sign", "--id", "msg_1"])
+        .arg("--secret-file")
+        .arg(&secrets)
+        .arg("--body")
+        .arg(&body)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("http://127.0.0.1:18080/webhooks/chat-ended"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("webhook-signature: v1,"), "{stdout}");
+}
+
 #[test]
 fn sign_rejects_a_pasted_signature() {
     let dir = tempfile::tempdir().unwrap();

@@ -1750,7 +1750,7 @@ impl Store {
         tracing::info!(
             changed = changed.len(),
             writes_waited_ms = locked.elapsed().as_millis() as u64,
-            "backup copied the keys written during the copy again"
+            "store copy copied again the keys changed while it ran"
         );
         drop(write_guard);
         copy.flush()?;
