@@ -351,6 +351,30 @@ fn hostile_requests_get_4xx_and_change_nothing() {
     cases.push(case("HEAD readyz", Method::HEAD, "/readyz", &[200]));
     cases.push(case("PUT healthz", Method::PUT, "/healthz", method_not_allowed));
     cases.push(case("GET backup", Method::GET, "/api/admin/backup", method_not_allowed));
+    cases.push(case(
+        "POST page",
+        Method::POST,
+        format!("/q/{token}"),
+        method_not_allowed,
+    ));
+    cases.push(case(
+        "PUT widget",
+        Method::PUT,
+        "/widget/alliance-questionnaire.js",
+        method_not_allowed,
+    ));
+    cases.push(case(
+        "HEAD widget",
+        Method::HEAD,
+        "/widget/alliance-questionnaire.js",
+        method_not_allowed,
+    ));
+    cases.push(case(
+        "DELETE favicon",
+        Method::DELETE,
+        "/favicon.ico",
+        method_not_allowed,
+    ));
 
     // Dashboard login form.
     cases.push(case("login as JSON", Method::POST, "/report/login", unsupported).json("{}"));
@@ -468,7 +492,8 @@ fn hostile_requests_get_4xx_and_change_nothing() {
         if status == 405 && response.headers().get("allow").is_none() {
             failures.push(format!("{}: 405 without an Allow header", built.name));
         }
-        if status >= 400 {
+        // A response to HEAD has no body to name its problem in.
+        if status >= 400 && built.method != Method::HEAD {
             // Every error names its problem: JSON with error and message, or an HTML page.
             let body = response.text().unwrap_or_default();
             let named = if content_type.starts_with("application/json") {

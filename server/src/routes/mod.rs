@@ -128,11 +128,28 @@ fn documented_methods(path: &str) -> Option<Vec<String>> {
             })
             .collect()
     });
-    endpoints
+    let documented = endpoints
         .iter()
         .find(|(resource, _)| resource.is_match(path))
-        .map(|(_, methods)| methods.clone())
+        .map(|(_, methods)| methods.clone());
+    documented.or_else(|| {
+        PAGES_AND_ASSETS
+            .iter()
+            .any(|template| actix_web::dev::ResourceDef::new(*template).is_match(path))
+            .then(|| vec!["GET".to_string()])
+    })
 }
+
+/// Pages and files that `/openapi.json` leaves out, because they are not
+/// API endpoints. Each takes `GET` only.
+const PAGES_AND_ASSETS: [&str; 6] = [
+    "/q/{token}",
+    "/widget/alliance-questionnaire.js",
+    "/widget/page.css",
+    "/widget/console.js",
+    "/favicon.ico",
+    "/report/dashboard.css",
+];
 
 /// The operation keys of an OpenAPI path item.
 const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
