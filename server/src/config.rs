@@ -492,7 +492,10 @@ impl RawSettings {
         match value {
             "true" | "1" => Ok(Some(true)),
             "false" | "0" => Ok(Some(false)),
-            _ => Err(invalid(&name, format_args!("= {value:?} must be true or false"))),
+            _ => Err(invalid(
+                &name,
+                format_args!("= {value:?} must be true or false (or 1 or 0)"),
+            )),
         }
     }
 

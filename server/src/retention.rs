@@ -41,8 +41,10 @@ impl fmt::Display for PurgeSummary {
         let verb = if self.dry_run { "would delete" } else { "deleted" };
         writeln!(
             f,
-            "retention period {} days: chats the service received before {}",
-            self.retention_days, self.cutoff
+            "retention period {} day{}: chats the service received before {}",
+            self.retention_days,
+            if self.retention_days == 1 { "" } else { "s" },
+            self.cutoff
         )?;
         writeln!(f, "{verb} these chats whole: {}", self.chats)?;
         writeln!(

@@ -111,7 +111,8 @@ impl SuppressionReason {
     pub fn message(&self, min_cell_size: u64) -> String {
         match self {
             SuppressionReason::TooFewPairs { pairs } => {
-                format!("the filter selects {pairs} matched pairs, fewer than the minimum cell size {min_cell_size}")
+                let noun = if *pairs == 1 { "pair" } else { "pairs" };
+                format!("the filter selects {pairs} matched {noun}, fewer than the minimum cell size {min_cell_size}")
             }
             SuppressionReason::LeavesOutTooFewPairs {
                 left_out,
