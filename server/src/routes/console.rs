@@ -9,7 +9,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_TYPE;
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, route, web};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -126,7 +126,7 @@ pub async fn chatwoot_page(state: web::Data<AppState>, request: HttpRequest) -> 
 }
 
 /// `GET /widget/console.js`: the console page's script.
-#[get("/widget/console.js")]
+#[route("/widget/console.js", method = "GET", method = "HEAD")]
 pub async fn console_script(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
     pages::asset(&request, &query, "text/javascript; charset=utf-8", pages::CONSOLE_JS)
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, route, web};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -377,7 +377,7 @@ pub async fn logout(request: HttpRequest) -> HttpResponse {
 }
 
 /// `GET /report/dashboard.css`: the dashboard's stylesheet.
-#[get("/report/dashboard.css")]
+#[route("/report/dashboard.css", method = "GET", method = "HEAD")]
 pub async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/css; charset=utf-8"))

@@ -135,20 +135,20 @@ fn documented_methods(path: &str) -> Option<Vec<String>> {
     documented.or_else(|| {
         PAGES_AND_ASSETS
             .iter()
-            .any(|template| actix_web::dev::ResourceDef::new(*template).is_match(path))
-            .then(|| vec!["GET".to_string()])
+            .find(|(template, _)| actix_web::dev::ResourceDef::new(*template).is_match(path))
+            .map(|(_, methods)| methods.iter().map(|method| method.to_string()).collect())
     })
 }
 
 /// Pages and files that `/openapi.json` leaves out, because they are not
-/// API endpoints. Each takes `GET` only.
-const PAGES_AND_ASSETS: [&str; 6] = [
-    "/q/{token}",
-    "/widget/alliance-questionnaire.js",
-    "/widget/page.css",
-    "/widget/console.js",
-    "/favicon.ico",
-    "/report/dashboard.css",
+/// API endpoints, with the methods each takes.
+const PAGES_AND_ASSETS: [(&str, &[&str]); 6] = [
+    ("/q/{token}", &["GET"]),
+    ("/widget/alliance-questionnaire.js", &["GET", "HEAD"]),
+    ("/widget/page.css", &["GET", "HEAD"]),
+    ("/widget/console.js", &["GET", "HEAD"]),
+    ("/favicon.ico", &["GET", "HEAD"]),
+    ("/report/dashboard.css", &["GET", "HEAD"]),
 ];
 
 /// The operation keys of an OpenAPI path item.

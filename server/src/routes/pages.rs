@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, get, route, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -214,20 +214,20 @@ pub(crate) fn asset(request: &HttpRequest, query: &AssetQuery, content_type: &st
 }
 
 /// `GET /widget/alliance-questionnaire.js`: the plugin, an ES module.
-#[get("/widget/alliance-questionnaire.js")]
+#[route("/widget/alliance-questionnaire.js", method = "GET", method = "HEAD")]
 pub async fn widget_script(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
     asset(&request, &query, "text/javascript; charset=utf-8", WIDGET_JS)
 }
 
 /// `GET /widget/page.css`: the hosted page's own styles.
-#[get("/widget/page.css")]
+#[route("/widget/page.css", method = "GET", method = "HEAD")]
 pub async fn page_stylesheet(request: HttpRequest, query: web::Query<AssetQuery>) -> HttpResponse {
     asset(&request, &query, "text/css; charset=utf-8", PAGE_CSS)
 }
 
 /// `GET /favicon.ico`: no icon. Browsers ask for it on every page that links
 /// none; a 204 keeps a 404 out of their console.
-#[get("/favicon.ico")]
+#[route("/favicon.ico", method = "GET", method = "HEAD")]
 pub async fn favicon() -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header((CACHE_CONTROL, "public, max-age=86400"))
