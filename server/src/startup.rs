@@ -231,11 +231,11 @@ pub fn build(settings: Settings) -> Result<Application, String> {
                 use actix_web::dev::Service;
                 // web::Query would read a value that is not UTF-8 with
                 // replacement characters, so the API rejects it instead.
-                let not_utf8 = request
-                    .path()
-                    .starts_with("/api/")
-                    .then(|| crate::routes::page_query::first_not_utf8(request.query_string()))
-                    .flatten();
+                let not_utf8 = if request.path().starts_with("/api/") {
+                    crate::routes::page_query::first_not_utf8(request.query_string())
+                } else {
+                    None
+                };
                 if let Some(name) = not_utf8 {
                     let error = ApiError::bad_request(
                         "invalid_query",

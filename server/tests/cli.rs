@@ -112,6 +112,7 @@ fn sign_reads_dev_secrets_and_config() {
     std::fs::write(&config, "listen = \"127.0.0.1:18080\"\n").unwrap();
     let body = dir.path().join("body.json");
     std::fs::write(&body, "{}").unwrap();
+
     let output = alliance()
         .args(["--config", config.to_str().unwrap(), "sign", "--id", "msg_1"])
         .arg("--secret-file")
@@ -120,6 +121,7 @@ fn sign_reads_dev_secrets_and_config() {
         .arg(&body)
         .output()
         .unwrap();
+
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -90,8 +90,6 @@ fn plus_as_space(raw: &str) -> Cow<'_, str> {
     }
 }
 
-/// Percent-decodes a value, or returns `None` when the bytes are not UTF-8.
-/// A `%` without two hex digits after it stays as it is, as in `web::Query`.
 /// Returns the name of the first parameter of the query string `raw` whose
 /// value is not UTF-8 once percent-decoded. `web::Query` would read such a
 /// value with replacement characters instead of rejecting it.
@@ -117,6 +115,8 @@ pub fn first_repeated(raw: &str) -> Option<String> {
         .map(|(_, name)| name.clone())
 }
 
+/// Percent-decodes a value, or returns `None` when the bytes are not UTF-8.
+/// A `%` without two hex digits after it stays as it is, as in `web::Query`.
 fn decode(raw: &str) -> Option<String> {
     let spaced = plus_as_space(raw);
     percent_decode_str(&spaced).decode_utf8().ok().map(Cow::into_owned)

@@ -77,16 +77,17 @@ pub(super) struct StoredChat {
 }
 
 impl StoredChat {
-    pub fn invitation(&self, role: Role) -> Option<&InvitationRecord> {
-        self.invitations.iter().find(|invitation| invitation.role == role)
-    }
-
     /// Encodes the record value.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1536);
-        out.push(FORMAT);
-        serde_json::to_writer(&mut out, self).expect("records serialise");
-        out
+        self.view().encode()
+    }
+
+    fn view(&self) -> StoredChatView<'_> {
+        StoredChatView {
+            key: &self.key,
+            chat: &self.chat,
+            invitations: &self.invitations,
+        }
     }
 
     /// Decodes a record value; `None` when its format is unknown.
@@ -98,8 +99,8 @@ impl StoredChat {
     }
 }
 
-/// A [`StoredChat`] made of borrowed parts, which encodes to the same value
-/// without copying them.
+/// A [`StoredChat`] made of borrowed parts, which encodes to the same
+/// values without copying them. It serialises with the same field names.
 #[derive(Serialize)]
 pub(super) struct StoredChatView<'a> {
     pub key: &'a str,
@@ -107,8 +108,12 @@ pub(super) struct StoredChatView<'a> {
     pub invitations: &'a [InvitationRecord],
 }
 
-impl StoredChatView<'_> {
-    /// Encodes the record value, as [`StoredChat::encode`] does.
+impl<'a> StoredChatView<'a> {
+    pub fn invitation(&self, role: Role) -> Option<&'a InvitationRecord> {
+        self.invitations.iter().find(|invitation| invitation.role == role)
+    }
+
+    /// Encodes the record value.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1536);
         out.push(FORMAT);
@@ -116,27 +121,22 @@ impl StoredChatView<'_> {
         out
     }
 
-    /// Encodes the facts value, as [`facts_value`] does.
+    /// Encodes the facts value: the receive time and the report facts.
     pub fn facts_value(&self) -> Vec<u8> {
-        let invitation = |role| self.invitations.iter().find(|invitation| invitation.role == role);
-        encode_facts_value(self.chat, [invitation(Role::Parent), invitation(Role::Professional)])
+        let chat_facts = facts::encode(
+            self.chat,
+            [self.invitation(Role::Parent), self.invitation(Role::Professional)],
+        );
+        let mut out = Vec::with_capacity(RECEIVED_BYTES + chat_facts.len());
+        out.extend_from_slice(&self.chat.received_at.to_be_bytes());
+        out.extend_from_slice(&chat_facts);
+        out
     }
 }
 
 /// Encodes the facts value of a chat: its receive time and report facts.
 pub(super) fn facts_value(stored: &StoredChat) -> Vec<u8> {
-    encode_facts_value(
-        &stored.chat,
-        [stored.invitation(Role::Parent), stored.invitation(Role::Professional)],
-    )
-}
-
-fn encode_facts_value(chat: &ChatRecord, invitations: [Option<&InvitationRecord>; 2]) -> Vec<u8> {
-    let chat_facts = facts::encode(chat, invitations);
-    let mut out = Vec::with_capacity(RECEIVED_BYTES + chat_facts.len());
-    out.extend_from_slice(&chat.received_at.to_be_bytes());
-    out.extend_from_slice(&chat_facts);
-    out
+    stored.view().facts_value()
 }
 
 /// Returns the report facts of a facts value.
@@ -206,7 +206,10 @@ mod tests {
         let value = facts_value(&chat);
         let expected = facts::encode(
             &chat.chat,
-            [chat.invitation(Role::Parent), chat.invitation(Role::Professional)],
+            [
+                chat.view().invitation(Role::Parent),
+                chat.view().invitation(Role::Professional),
+            ],
         );
         assert_eq!(facts_of(&value), Some(expected.as_slice()));
         assert_eq!(received_at(&value), Some(chat.chat.received_at));

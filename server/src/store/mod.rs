@@ -104,7 +104,7 @@ struct Shared {
     /// applied, and one higher after it, so a reader outside the write lock
     /// can tell that a chat moved while it looked in both places.
     archive_moves: AtomicU64,
-    /// Reads of every chat that are running (see [`ScanGuard`]).
+    /// Number of reads of every chat now running (see [`ScanGuard`]).
     scans: AtomicUsize,
 }
 
@@ -633,11 +633,10 @@ impl Store {
         writes.set_entry(TreeId::ArchiveFacts, key, None);
     }
 
-    /// Records in `writes` the changed chat `stored`, which was archived,
-    /// with its new facts value. The chat leaves the archive in this write,
-    /// because it changes again, unless a read of every chat runs: then it
-    /// is changed inside the archive (see [`ScanGuard`]). Called under the
-    /// write lock, which [`Store::scan_guard`] waits for.
+    /// Records in `writes` the changed archived chat `stored` and its new
+    /// facts value. The chat leaves the archive, unless a read of every chat
+    /// runs (see [`ScanGuard`]). Called under the write lock, which
+    /// [`Store::scan_guard`] waits for.
     fn write_archived_chat(
         &self,
         writes: &mut Writes<'_>,
