@@ -352,15 +352,18 @@ fn purge_command(config_file: Option<&Path>, dry_run: bool) -> Result<(), CliErr
             settings.data_dir.display()
         )
     })?;
+    let mut reported = 0;
     let summary = crate::retention::purge(
         &store,
         startup::now_millis(),
         settings.retention_days,
         dry_run,
         |done| {
-            if done % 10_000 == 0 {
+            // Progress comes per batch: a line each time it passes 10 000 more.
+            if done / 10_000 > reported / 10_000 {
                 let verb = if dry_run { "counted" } else { "purged" };
                 eprintln!("{done} chats {verb}");
+                reported = done;
             }
         },
     )

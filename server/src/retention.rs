@@ -81,8 +81,13 @@ impl fmt::Display for PurgeSummary {
     }
 }
 
+/// Chats purged under one hold of the store's purge lock. Exports and
+/// backups wait for at most one batch: about 10 ms on the development machine.
+const PURGE_BATCH: usize = 256;
+
 /// Purges every chat received more than `retention_days` before `now`.
-/// With `dry_run` it only counts them. `progress` is called after each chat.
+/// With `dry_run` it only counts them. `progress` gets the number of chats
+/// purged so far after each batch of [`PURGE_BATCH`].
 pub fn purge(
     store: &Store,
     now: Millis,
@@ -97,20 +102,22 @@ pub fn purge(
         cutoff: crate::routes::questionnaire::time_text(cutoff),
         ..PurgeSummary::default()
     };
-    for key in store.chats_received_before(cutoff)? {
+    for keys in store.chats_received_before(cutoff)?.chunks(PURGE_BATCH) {
         let purged = if dry_run {
-            dry_run_counts(store, &key)?
+            keys.iter()
+                .map(|key| dry_run_counts(store, key))
+                .collect::<Result<Vec<_>, _>>()?
         } else {
-            store.purge_chat(&key, |chat| fold(store, chat, now))?
+            store.purge_chats(keys, |chat| fold(store, chat, now))?
         };
-        if let Some(purged) = purged {
+        for purged in purged.into_iter().flatten() {
             summary.chats += 1;
             summary.invitations += purged.invitations;
             summary.answers += purged.answers;
             summary.comments += purged.comments;
             summary.dead_letters += purged.dead_letters;
-            progress(summary.chats);
         }
+        progress(summary.chats);
     }
     Ok(summary)
 }

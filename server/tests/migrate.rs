@@ -182,8 +182,10 @@ fn old_store_moves_into_one_record_per_chat() {
 
     // Purging a moved chat deletes its aliases and dead letter too.
     let purged = store
-        .purge_chat(&written[1].0, |_| Ok((b"week".to_vec(), b"totals".to_vec())))
+        .purge_chats(&[written[1].0.clone()], |_| Ok((b"week".to_vec(), b"totals".to_vec())))
         .unwrap()
+        .pop()
+        .flatten()
         .expect("chat was stored");
     assert_eq!((purged.invitations, purged.dead_letters), (2, 1));
     assert_eq!(store.invitation(&written[1].2[0].id).unwrap(), None);

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use parking_lot::{FairMutex, FairMutexGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
@@ -84,9 +85,13 @@ struct Shared {
     /// journal's order is sled's order, while the applier writes inbox
     /// entries into sled, and while a checkpoint runs.
     write_lock: Mutex<()>,
-    /// Held while one chat is purged and for a whole [`Store::copy_to`], so
-    /// a copy never has a chat both in its records and in its totals.
-    purge_lock: Mutex<()>,
+    /// Held while a batch of chats is purged or moved into the archive, for
+    /// a whole [`Store::copy_to`], so a copy never has a chat both in its
+    /// records and in its totals, and for every read of all chats
+    /// ([`ScanGuard`]). Fair: it passes to the longest waiting thread, so
+    /// exports run back to back do not hold off a purge, an archive move or
+    /// a backup for longer than the reads already running or waiting.
+    purge_lock: FairMutex<()>,
     journal: Journal,
     inbox: inbox::Inbox,
     /// Keys written while [`Store::copy_to`] runs in the trees that the copy
@@ -116,7 +121,7 @@ struct Shared {
 /// which then neither misses a chat nor reads one twice.
 struct ScanGuard<'s> {
     scans: &'s AtomicUsize,
-    _no_moves: MutexGuard<'s, ()>,
+    _no_moves: FairMutexGuard<'s, ()>,
 }
 
 impl Drop for ScanGuard<'_> {
@@ -302,7 +307,7 @@ pub struct NewChat<'a> {
     pub now: Millis,
 }
 
-/// Counts of the records [`Store::purge_chat`] deleted besides the chat.
+/// Counts of the records [`Store::purge_chats`] deleted besides a chat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PurgedChat {
     pub invitations: u64,
@@ -456,7 +461,7 @@ impl Store {
         }
         let shared = Arc::new(Shared {
             write_lock: Mutex::new(()),
-            purge_lock: Mutex::new(()),
+            purge_lock: FairMutex::new(()),
             journal: Journal::open_empty(&journal_path)?,
             inbox: inbox::Inbox::default(),
             copy_changes: Mutex::new(None),
@@ -657,7 +662,7 @@ impl Store {
 
     /// Starts a read of every chat (see [`ScanGuard`]).
     fn scan_guard(&self) -> ScanGuard<'_> {
-        let no_moves = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let no_moves = self.shared.purge_lock.lock();
         self.shared.scans.fetch_add(1, Ordering::SeqCst);
         // A write that began before the count rose may still move a chat out
         // of the archive: it ends before the read begins.
@@ -1157,19 +1162,34 @@ impl Store {
         })
     }
 
-    /// Deletes a chat with its invitations (answers and comments), its report
-    /// facts and any delivery of it in the dead-letter list, and in the same
-    /// write stores the totals that `fold` returns as `(key, value)`. `fold`
-    /// gets the chat's facts and may read the current totals with
-    /// [`Store::totals`]. Returns what was deleted, or `None` when the chat
-    /// is not stored.
-    pub fn purge_chat(
+    /// Deletes the chats `chat_keys`, each with its invitations (answers and
+    /// comments), its report facts and any delivery of it in the dead-letter
+    /// list, one write per chat. Each write also stores the totals that
+    /// `fold` returns as `(key, value)`. `fold` gets the chat's facts and may
+    /// read the current totals with [`Store::totals`]. The batch holds the
+    /// purge lock once, so it waits once for the reads of every chat that
+    /// run or wait before it. Returns for each key what was deleted, or
+    /// `None` when the chat is not stored. Give at most a few hundred keys:
+    /// reads of every chat wait for the whole batch.
+    pub fn purge_chats(
+        &self,
+        chat_keys: &[String],
+        mut fold: impl FnMut(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
+    ) -> Result<Vec<Option<PurgedChat>>, StoreError> {
+        let _purging = self.shared.purge_lock.lock();
+        chat_keys
+            .iter()
+            .map(|chat_key| self.purge_chat(chat_key, &mut fold))
+            .collect()
+    }
+
+    /// Purges one chat for [`Store::purge_chats`], which holds the purge lock.
+    fn purge_chat(
         &self,
         chat_key: &str,
-        fold: impl FnOnce(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
+        fold: &mut impl FnMut(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
     ) -> Result<Option<PurgedChat>, StoreError> {
         let record_key = self.record_key(chat_key);
-        let _purging = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.write(|writes| {
             let (value, facts_value, archived) = match self.records.get(record_key)? {
                 Some(value) => (
@@ -1261,7 +1281,7 @@ impl Store {
     /// one write; returns how many moved.
     fn archive_chats(&self, keys: &[sled::IVec], now: Millis) -> Result<u64, StoreError> {
         // Held so that a backup copy never finds a chat halfway out of the hot trees.
-        let _purging = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _purging = self.shared.purge_lock.lock();
         self.write(|writes| {
             let mut settled = Vec::new();
             for key in keys {
@@ -1635,7 +1655,7 @@ impl Store {
     /// records and the totals. Chats still in the inbox at the last step are
     /// not in the copy, and neither are their webhook ids.
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
-        let _no_purge = self.shared.purge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _no_purge = self.shared.purge_lock.lock();
         self.settle();
         // Without sled's periodic flush thread, which would hold the copy
         // open for a moment after it is dropped, so it can be opened at once.
