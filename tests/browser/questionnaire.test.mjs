@@ -314,6 +314,8 @@ describe('the hosted page', { timeout: TEST_TIMEOUT_MS }, () => {
     const page = await openPage(context, `${service.url}/q/${chat.parent}?lang=en`);
     await heading(page, 'What did you think of the chat?').waitFor();
     assert.equal(await page.getAttribute('html', 'lang'), 'en');
+    // The chat is Dutch, but the items are shown in English, so screen readers must read them as English.
+    assert.equal(await page.locator('.stem').getAttribute('lang'), 'en');
     await assertAccessibleState(assert, page, 'form in English');
     await context.close();
   });

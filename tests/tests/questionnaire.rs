@@ -424,12 +424,19 @@ fn comment_limit_counts_characters() {
     let (_dir, platform, service) = start();
     let tokens = invite(&service, &platform, "c-comment");
     answer_all(&service, &tokens.parent, "good");
+    let other = invite(&service, &platform, "c-comment-padded");
+    answer_all(&service, &other.parent, "good");
 
     // "é" is two bytes in UTF-8, so a byte count would reject 1000 of them.
     let too_long = submit(&service, &tokens.parent, json!({ "comment": "é".repeat(1001) }));
     assert_error(&too_long, 422, "comment_too_long", "1001 characters");
     let ascii_too_long = submit(&service, &tokens.parent, json!({ "comment": "a".repeat(1001) }));
     assert_error(&ascii_too_long, 422, "comment_too_long", "1001 ASCII characters");
+    // The limit applies to the stored comment, after trimming spaces and
+    // dropping control characters.
+    let padded = format!("     {}\u{0}", "a".repeat(1000));
+    let (status, body) = submit(&service, &other.parent, json!({ "comment": padded }));
+    assert_eq!(status, 200, "1000 characters with spaces and a NUL around them: {body}");
     let not_string = submit(&service, &tokens.parent, json!({ "comment": 5 }));
     assert_error(&not_string, 422, "invalid_comment", "comment not a string");
     let (_, status) = state_of(&service, &tokens.parent);
@@ -449,6 +456,13 @@ fn submit_rejects_body_not_json() {
 
     let result = post_body(&service, &tokens.parent, "submit", "{not json".to_string());
     assert_error(&result, 400, "invalid_json", "submit body not JSON");
+    // JSON that is not an object would lose the comment it carries.
+    for body in [r#""Mijn opmerking""#, "[1]", "null"] {
+        let result = post_body(&service, &tokens.parent, "submit", body.to_string());
+        assert_error(&result, 400, "invalid_json", body);
+    }
+    let misspelt = submit(&service, &tokens.parent, json!({ "Comment": "fijn gesprek" }));
+    assert_error(&misspelt, 422, "unknown_field", "misspelt comment field");
     let (_, status) = state_of(&service, &tokens.parent);
     assert_eq!(status, "complete", "status unchanged");
 

@@ -67,6 +67,67 @@ fn valid_webhook_is_accepted_and_invites_both() {
 }
 
 #[test]
+fn english_chat_invites_parent_in_english() {
+    let (_dir, platform, service) = start();
+    let secret = &service.config.webhook_secrets[0];
+    let body = SignedWebhook::chat_ended(secret, "c-english").body;
+    let mut event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    event["data"]["locale"] = "en".into();
+    let webhook = SignedWebhook::new(secret, "msg_c-english", serde_json::to_vec(&event).unwrap());
+    assert_eq!(webhook.send(&service).0, 202);
+
+    let requests = platform.wait_for(2, Duration::from_secs(10));
+    for request in &requests {
+        let role = request.body["recipient"]["role"].as_str().unwrap();
+        let url = request.body["questionnaire"]["url"].as_str().unwrap();
+        let text = request.body["text"].as_str().unwrap();
+        let token = request.body["questionnaire"]["token"].as_str().unwrap();
+        if role == "parent" {
+            assert!(url.ends_with(&format!("/q/{token}?lang=en")), "{url}");
+            assert!(text.starts_with("Would you help us"), "{text}");
+        } else {
+            // Nurses work in Dutch, whatever the language of the chat.
+            assert!(url.ends_with(&format!("/q/{token}")), "{url}");
+            assert!(text.starts_with("Vragenlijst online alliantie"), "{text}");
+        }
+        assert!(text.ends_with(url), "the text ends with the link: {text}");
+    }
+}
+
+#[test]
+fn damaged_questionnaire_links_get_pages() {
+    let (_dir, _platform, service) = start();
+    let no_redirects = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // A messenger that adds a slash gets the link without it, query kept.
+    let response = no_redirects.get(service.url("/q/abc.def/?lang=en")).send().unwrap();
+    assert_eq!(response.status().as_u16(), 308);
+    assert_eq!(response.headers()["location"], "/q/abc.def?lang=en");
+
+    // Anything else under /q gets the page, on which the plugin shows that
+    // the link does not work, in Dutch unless English is requested.
+    for (path, lang) in [
+        ("/q", "nl"),
+        ("/q/", "nl"),
+        ("/q/abc/def", "nl"),
+        ("/q/?lang=EN-gb", "en"),
+    ] {
+        let response = no_redirects.get(service.url(path)).send().unwrap();
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+        assert_eq!(response.headers()["content-type"], "text/html; charset=utf-8", "{path}");
+        let html = response.text().unwrap();
+        assert!(html.contains(&format!("<html lang=\"{lang}\"")), "{path}: {html}");
+    }
+
+    // Link checkers ask with HEAD.
+    let response = no_redirects.head(service.url("/q/abc.def")).send().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[test]
 fn second_configured_secret_verifies() {
     let (_dir, _platform, service) = start();
     let webhook = SignedWebhook::chat_ended(&service.config.webhook_secrets[1], "c-second");

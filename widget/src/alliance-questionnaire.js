@@ -307,8 +307,8 @@ class AllianceQuestionnaire extends HTMLElement {
 ${intro}
 <p>${t.declineAsk} <button type="button" data-action="decline">${t.decline}</button></p>
 <p class="msg err" id="decline-msg" role="status"></p>
-<p class="stem" lang="${escape(q.locale || this.ui)}">${escape(q.stem)}</p>
-<div lang="${escape(q.locale || this.ui)}">${items}</div>
+<p class="stem" lang="${escape(q.lang || this.ui)}">${escape(q.stem)}</p>
+<div lang="${escape(q.lang || this.ui)}">${items}</div>
 <label class="comment" for="comment">${t.commentLabel}</label>
 <p class="muted" id="comment-hint">${hintBefore}<a href="tel:08002000">0800-2000</a>${hintMiddle}<a href="tel:112">112</a>${hintAfter}</p>
 <textarea id="comment" maxlength="${escape(max)}" aria-describedby="comment-hint comment-count"></textarea>

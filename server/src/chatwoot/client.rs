@@ -60,13 +60,10 @@ impl ChatwootClient {
     /// invitation id, which lets a retry find an earlier post.
     pub fn message(&self, delivery: &QueuedDelivery) -> Value {
         let token = self.token_key.token(&delivery.invitation_id);
-        let link = format!("{}/q/{token}", self.public_url);
+        let link = crate::delivery::questionnaire_link(&self.public_url, &token, delivery);
         match delivery.role {
             Role::Parent => json!({
-                "content": format!(
-                    "Wil je ons helpen om de chat beter te maken? Beantwoord 11 korte vragen over dit gesprek. \
-                     Het duurt ongeveer een minuut en is anoniem: {link}"
-                ),
+                "content": crate::delivery::parent_invitation(&link, &delivery.locale),
                 "message_type": "outgoing",
                 "private": false,
             }),

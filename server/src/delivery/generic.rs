@@ -65,12 +65,9 @@ impl GenericPlatform {
     /// bytes, because the token is derived from the invitation id.
     pub fn body(&self, delivery: &QueuedDelivery) -> Vec<u8> {
         let token = self.token_key.token(&delivery.invitation_id);
-        let url = format!("{}/q/{token}", self.public_url);
+        let url = super::questionnaire_link(&self.public_url, &token, delivery);
         let text = match delivery.role {
-            Role::Parent => format!(
-                "Wil je ons helpen om de chat beter te maken? Beantwoord 11 korte vragen over dit gesprek. \
-                 Het duurt ongeveer een minuut en is anoniem: {url}"
-            ),
+            Role::Parent => super::parent_invitation(&url, &delivery.locale),
             Role::Professional => format!("Vragenlijst online alliantie over dit gesprek (11 vragen): {url}"),
         };
         let body = json!({

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 use guard::{Admission, CircuitBreaker, RateGate};
 
 use crate::config::Settings;
+use crate::questionnaire::{Lang, Role};
 use crate::startup::now_millis;
 use crate::store::Store;
 use crate::store::records::{Millis, QueuedDelivery};
@@ -375,6 +376,30 @@ impl Attempt {
 
         self.in_flight.lock().expect("in-flight set").remove(&key);
         self.shared.wake.notify_one();
+    }
+}
+
+/// Builds the link to the questionnaire page of `token`. A parent whose
+/// chat was in English gets the page in English. Everyone else gets the
+/// page's default, Dutch.
+pub fn questionnaire_link(public_url: &str, token: &str, delivery: &QueuedDelivery) -> String {
+    match (delivery.role, Lang::from_locale(&delivery.locale)) {
+        (Role::Parent, Lang::En) => format!("{public_url}/q/{token}?lang=en"),
+        _ => format!("{public_url}/q/{token}"),
+    }
+}
+
+/// Builds the message that invites the parent, in the language of the chat.
+pub fn parent_invitation(link: &str, locale: &str) -> String {
+    match Lang::from_locale(locale) {
+        Lang::En => format!(
+            "Would you help us make the chat better? Answer 11 short questions about this conversation. \
+             It takes about a minute and is anonymous: {link}"
+        ),
+        Lang::Nl => format!(
+            "Wil je ons helpen om de chat beter te maken? Beantwoord 11 korte vragen over dit gesprek. \
+             Het duurt ongeveer een minuut en is anoniem: {link}"
+        ),
     }
 }
 

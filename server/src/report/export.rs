@@ -93,6 +93,10 @@ pub enum ExportError {
     },
 }
 
+/// Width of a comment column in bytes: UTF-8 takes up to 4 bytes a
+/// character, and the Excel layout may put a quote before the comment.
+const COMMENT_BYTES: u16 = 4 * crate::routes::questionnaire::MAX_COMMENT_CHARS as u16 + 1;
+
 /// How a column's values are written and read back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -276,7 +280,7 @@ fn wide_columns(include_comments: bool) -> Vec<Column> {
             columns.push(column(
                 format!("{prefix}_comment"),
                 format!("{role_name}: free-text comment"),
-                Kind::Text(2000),
+                Kind::Text(COMMENT_BYTES),
             ));
         }
     }
@@ -991,6 +995,23 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with('\u{feff}'));
         assert_eq!(&text[3..], "\"a;b\";61,93;'=SUM(A1);-1\r\n");
+    }
+
+    #[test]
+    fn comment_column_fits_longest_comment() {
+        let longest = "😀".repeat(crate::routes::questionnaire::MAX_COMMENT_CHARS);
+        let comments: Vec<Kind> = columns(Layout::Wide, true)
+            .into_iter()
+            .filter(|column| column.name.ends_with("_comment"))
+            .map(|column| column.kind)
+            .collect();
+        assert_eq!(comments.len(), 2, "a comment column for each role");
+        for kind in comments {
+            let Kind::Text(bytes) = kind else {
+                panic!("a comment column is not text");
+            };
+            assert!(usize::from(bytes) > longest.len(), "{bytes} bytes");
+        }
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub fn form_error(error: actix_web::error::UrlencodedError) -> ApiError {
 /// Builds the response to a request that no route took: `405` with `Allow` when the path is
 /// an endpoint of `/openapi.json` that takes other methods, otherwise `404`.
 async fn not_found(request: HttpRequest) -> actix_web::HttpResponse {
+    if let Some(response) = pages::damaged_link(&request) {
+        return response;
+    }
     let path = crate::token::redact_path(request.path());
     if let Some(allowed) = documented_methods(request.path()) {
         let error = ApiError::new(
@@ -143,7 +146,7 @@ fn documented_methods(path: &str) -> Option<Vec<String>> {
 /// Pages and files that `/openapi.json` leaves out, because they are not
 /// API endpoints, with the methods each takes.
 const PAGES_AND_ASSETS: [(&str, &[&str]); 6] = [
-    ("/q/{token}", &["GET"]),
+    ("/q/{token}", &["GET", "HEAD"]),
     ("/widget/alliance-questionnaire.js", &["GET", "HEAD"]),
     ("/widget/page.css", &["GET", "HEAD"]),
     ("/widget/console.js", &["GET", "HEAD"]),

@@ -3,10 +3,12 @@
 use std::sync::OnceLock;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, get, route, web};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, route, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::questionnaire::Lang;
 use crate::routes::page_query::PageQuery;
 use crate::startup::AppState;
 use crate::token::hex;
@@ -54,7 +56,13 @@ pub(crate) fn page_headers(state: &AppState, response: &mut actix_web::HttpRespo
 /// cannot be expected to correct it.
 pub(crate) fn page_lang(query: &str) -> &'static str {
     match PageQuery::parse(query, &["lang"]) {
-        Ok(query) if query.get("lang") == Some("en") => "en",
+        Ok(query)
+            if query
+                .get("lang")
+                .is_some_and(|lang| Lang::from_locale(lang) == Lang::En) =>
+        {
+            "en"
+        }
         _ => "nl",
     }
 }
@@ -101,18 +109,56 @@ fn console_code_block(code: &str, lang: &str) -> String {
 /// `GET /q/{token}`: the hosted questionnaire, in Dutch unless `?lang=en`.
 /// The page request does not count as opened; the plugin's API call does,
 /// because link previews fetch pages too.
-#[get("/q/{token}")]
+#[route("/q/{token}", method = "GET", method = "HEAD")]
 pub async fn questionnaire_page(
     state: web::Data<AppState>,
     request: HttpRequest,
     token: web::Path<String>,
 ) -> HttpResponse {
+    render_questionnaire_page(&state, &request, &token, StatusCode::OK)
+}
+
+/// Answers a `GET` or `HEAD` of a questionnaire link that a messenger or a
+/// copy damaged, which no route takes: with trailing slashes, `/q/{token}/`
+/// is redirected to the link without them; any other path under `/q` gets
+/// the questionnaire page with status `404`, on which the plugin shows in
+/// Dutch (or English with `?lang=en`) that the link does not work. Returns
+/// `None` for every other request.
+pub(crate) fn damaged_link(request: &HttpRequest) -> Option<HttpResponse> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let path = request.path();
+    let rest = path
+        .strip_prefix("/q")
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))?;
+    let state = request.app_data::<web::Data<AppState>>()?;
+    let token = rest.trim_matches('/');
+    if !token.is_empty() && !token.contains('/') && rest.ends_with('/') {
+        let query = request.query_string();
+        let location = if query.is_empty() {
+            format!("/q/{token}")
+        } else {
+            format!("/q/{token}?{query}")
+        };
+        return Some(
+            HttpResponse::PermanentRedirect()
+                .insert_header((actix_web::http::header::LOCATION, location))
+                .finish(),
+        );
+    }
+    Some(render_questionnaire_page(state, request, "", StatusCode::NOT_FOUND))
+}
+
+/// Builds the hosted questionnaire page for `token`; an unsafe or empty
+/// token becomes an empty one, for which the plugin shows "Niet gevonden".
+fn render_questionnaire_page(state: &AppState, request: &HttpRequest, token: &str, status: StatusCode) -> HttpResponse {
     let safe = !token.is_empty()
         && token.len() <= 128
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    let token = if safe { token.as_str() } else { "" };
+    let token = if safe { token } else { "" };
     let lang = page_lang(request.query_string());
 
     // Only the nurse's own page shows her console code; reading it does not
@@ -127,7 +173,7 @@ pub async fn questionnaire_page(
                 None
             }
         })
-        .and_then(|invitation| crate::routes::console::code_for_invitation(&state, &invitation))
+        .and_then(|invitation| crate::routes::console::code_for_invitation(state, &invitation))
         .map(|code| console_code_block(&code, lang))
         .unwrap_or_default();
 
@@ -137,8 +183,8 @@ pub async fn questionnaire_page(
         .replace("{{VERSION}}", asset_version())
         .replace("{{CONSOLE}}", &console_block);
 
-    let mut response = HttpResponse::Ok();
-    page_headers(&state, &mut response);
+    let mut response = HttpResponse::build(status);
+    page_headers(state, &mut response);
     response
         .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
         .body(html)

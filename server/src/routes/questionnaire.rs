@@ -333,28 +333,55 @@ pub async fn submit(
     Ok(no_store(HttpResponse::Ok().json(json!({ "status": "submitted" }))))
 }
 
+/// Reads the submit body: empty, or a JSON object with at most the field
+/// `comment`. Any other field is rejected, so a misspelt key does not drop a
+/// comment without a word.
 fn parse_comment(body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value = parse_json_value(body)?;
-    match value.get("comment") {
+    let Value::Object(fields) = parse_json_value(body)? else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be empty or a JSON object such as {\"comment\": \"...\"}",
+        ));
+    };
+    if let Some(other) = fields.keys().find(|key| key.as_str() != "comment") {
+        return Err(ApiError::unprocessable(
+            "unknown_field",
+            format!("field {other:?} is not known; the body may contain only \"comment\""),
+        ));
+    }
+    match fields.get("comment") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => {
-            let count = text.chars().count();
-            if count > MAX_COMMENT_CHARS {
-                return Err(ApiError::unprocessable(
-                    "comment_too_long",
-                    format!("the comment has {count} characters; the limit is {MAX_COMMENT_CHARS}"),
-                ));
-            }
-            Ok(Some(text.trim().to_string()).filter(|text| !text.is_empty()))
-        }
+        Some(Value::String(text)) => clean_comment(text).map_err(|count| {
+            ApiError::unprocessable(
+                "comment_too_long",
+                format!("the comment has {count} characters; the limit is {MAX_COMMENT_CHARS}"),
+            )
+        }),
         Some(_) => Err(ApiError::unprocessable(
             "invalid_comment",
             "field \"comment\" must be a string",
         )),
     }
+}
+
+/// Cleans a comment for storing: drops control characters other than tab
+/// and line breaks (a NUL breaks the CSV imports of R and SPSS) and trims
+/// spaces at both ends. Returns `None` for a comment left empty, or the
+/// number of characters when it has more than [`MAX_COMMENT_CHARS`].
+pub fn clean_comment(text: &str) -> Result<Option<String>, usize> {
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let cleaned = cleaned.trim();
+    let count = cleaned.chars().count();
+    if count > MAX_COMMENT_CHARS {
+        return Err(count);
+    }
+    Ok(Some(cleaned.to_string()).filter(|text| !text.is_empty()))
 }
 
 /// `POST /api/questionnaires/{token}/decline`: "nee, liever niet". Repeating it is harmless.
@@ -440,4 +467,35 @@ pub fn time_text(millis: Millis) -> String {
         .ok()
         .and_then(|time| time.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comment_cleaning_drops_controls_and_trims() {
+        assert_eq!(
+            clean_comment("  fijn\u{0} gesprek\u{7}\n "),
+            Ok(Some("fijn gesprek".to_string()))
+        );
+        assert_eq!(
+            clean_comment("regel 1\nregel 2\tklaar"),
+            Ok(Some("regel 1\nregel 2\tklaar".to_string()))
+        );
+        assert_eq!(clean_comment(" \u{0} "), Ok(None));
+    }
+
+    #[test]
+    fn comment_limit_counts_cleaned_characters() {
+        let padded = format!("   {}   ", "é".repeat(MAX_COMMENT_CHARS));
+        assert_eq!(
+            clean_comment(&padded).map(|text| text.map(|t| t.chars().count())),
+            Ok(Some(MAX_COMMENT_CHARS))
+        );
+        assert_eq!(
+            clean_comment(&"é".repeat(MAX_COMMENT_CHARS + 1)),
+            Err(MAX_COMMENT_CHARS + 1)
+        );
+    }
 }

@@ -363,7 +363,7 @@ pub async fn questionnaire_answered(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     use crate::questionnaire::{ItemNumber, Rating};
-    use crate::routes::questionnaire::{MAX_COMMENT_CHARS, apply_platform_answers};
+    use crate::routes::questionnaire::{MAX_COMMENT_CHARS, apply_platform_answers, clean_comment};
     use crate::store::UpdateError;
 
     let body = read_body(&request, payload, MAX_WEBHOOK_BYTES).await?;
@@ -417,15 +417,12 @@ pub async fn questionnaire_answered(
     };
     let comment = match data.get("comment") {
         None | Some(Value::Null) => None,
-        Some(Value::String(text)) if text.chars().count() <= MAX_COMMENT_CHARS => {
-            Some(text.trim().to_string()).filter(|text| !text.is_empty())
-        }
-        Some(Value::String(_)) => {
-            return Err(ApiError::unprocessable(
+        Some(Value::String(text)) => clean_comment(text).map_err(|count| {
+            ApiError::unprocessable(
                 "comment_too_long",
-                format!("field \"data.comment\" is longer than {MAX_COMMENT_CHARS} characters"),
-            ));
-        }
+                format!("field \"data.comment\" has {count} characters; the limit is {MAX_COMMENT_CHARS}"),
+            )
+        })?,
         Some(_) => return Err(invalid_payload("field \"data.comment\" must be a string")),
     };
 
