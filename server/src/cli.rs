@@ -187,6 +187,7 @@ async fn serve(config_file: Option<&Path>) -> Result<(), CliError> {
     tracing::info!(
         per_nurse_figures = settings.per_nurse_figures,
         nurse_feedback = settings.nurse_feedback,
+        privacy_notice = settings.privacy_url.is_some(),
         "{}",
         settings.optional_features()
     );

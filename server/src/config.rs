@@ -74,6 +74,9 @@ pub struct ScopedAdminToken {
 pub struct Settings {
     pub listen: SocketAddr,
     pub public_url: Url,
+    /// The organization's privacy notice, linked from the questionnaire's
+    /// introduction. Without it the introduction has no privacy link.
+    pub privacy_url: Option<Url>,
     pub data_dir: PathBuf,
     /// Where `POST /api/admin/backup` writes backups.
     pub backup_dir: PathBuf,
@@ -139,6 +142,7 @@ fn invalid(variable: &str, problem: impl fmt::Display) -> ConfigError {
 const KEYS: &[&str] = &[
     "listen",
     "public_url",
+    "privacy_url",
     "data_dir",
     "backup_dir",
     "secret_key",
@@ -297,6 +301,11 @@ impl RawSettings {
             None => Url::parse(&format!("http://{listen}")).expect("socket address forms a URL"),
         };
 
+        let privacy_url = match self.get("privacy_url") {
+            Some((value, name)) => Some(parse_url(value, &name)?),
+            None => None,
+        };
+
         let data_dir = self
             .get("data_dir")
             .map(|(value, _)| PathBuf::from(value))
@@ -437,6 +446,7 @@ impl RawSettings {
         Ok(Settings {
             listen,
             public_url,
+            privacy_url,
             data_dir,
             backup_dir,
             secret_key,
@@ -747,9 +757,14 @@ impl Settings {
         } else {
             ""
         };
+        let privacy = if self.privacy_url.is_some() {
+            "linked"
+        } else {
+            "not linked; set ALLIANCE_PRIVACY_URL"
+        };
         format!(
             "optional features: per-nurse figures {} (ALLIANCE_PER_NURSE_FIGURES{consent}), \
-             nurse feedback {} (ALLIANCE_NURSE_FEEDBACK)",
+             nurse feedback {} (ALLIANCE_NURSE_FEEDBACK), privacy notice {privacy}",
             state(self.per_nurse_figures),
             state(self.nurse_feedback),
         )
@@ -805,6 +820,15 @@ impl Settings {
                 self.public_url, self.listen
             ));
         }
+        if let Some(privacy_url) = &self.privacy_url
+            && !self.listen.ip().is_loopback()
+            && privacy_url.scheme() != "https"
+        {
+            problems.push(format!(
+                "ALLIANCE_PRIVACY_URL = {privacy_url} must be an https URL when the service listens on {} (not loopback)",
+                self.listen
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -858,15 +882,37 @@ mod tests {
         assert_eq!(
             off,
             "optional features: per-nurse figures off (ALLIANCE_PER_NURSE_FIGURES), \
-             nurse feedback off (ALLIANCE_NURSE_FEEDBACK)"
+             nurse feedback off (ALLIANCE_NURSE_FEEDBACK), privacy notice not linked; set ALLIANCE_PRIVACY_URL"
         );
-        let on = raw(&[("per_nurse_figures", "true"), ("nurse_feedback", "true")])
-            .validate()
-            .unwrap()
-            .optional_features();
+        let on = raw(&[
+            ("per_nurse_figures", "true"),
+            ("nurse_feedback", "true"),
+            ("privacy_url", "https://ggd.example.nl/privacy"),
+        ])
+        .validate()
+        .unwrap()
+        .optional_features();
         assert!(on.contains("per-nurse figures on"), "{on}");
         assert!(on.contains("works council"), "{on}");
         assert!(on.contains("nurse feedback on"), "{on}");
+        assert!(on.contains("privacy notice linked"), "{on}");
+    }
+
+    #[test]
+    fn privacy_url_must_be_https_off_loopback() {
+        let error = raw(&[("privacy_url", "ggd.example.nl/privacy")])
+            .validate()
+            .unwrap_err();
+        assert!(error.0.contains("is not a URL"), "{error}");
+        let plain = raw(&[
+            ("listen", "0.0.0.0:8080"),
+            ("public_url", "https://vragenlijst.example.nl"),
+            ("privacy_url", "http://ggd.example.nl/privacy"),
+        ])
+        .validate()
+        .unwrap();
+        let problems = plain.check_ready_to_serve().unwrap_err();
+        assert!(problems.0.contains("ALLIANCE_PRIVACY_URL"), "{problems}");
     }
 
     #[test]

@@ -143,6 +143,20 @@ fn change_char(text: &str, position: usize) -> String {
 }
 
 #[test]
+fn privacy_notice_link_comes_from_settings() {
+    let (_dir, platform, service) = start();
+    let tokens = invite(&service, &platform, "c-privacy-unset");
+    let (_, body) = get_questionnaire(&service, &tokens.parent, "");
+    assert_eq!(body["privacy_url"], Value::Null, "no link without the setting");
+
+    let url = "https://ggd.example.nl/privacy";
+    let (_dir, platform, service) = start_with(vec![("ALLIANCE_PRIVACY_URL".into(), url.into())]);
+    let tokens = invite(&service, &platform, "c-privacy-set");
+    let (_, body) = get_questionnaire(&service, &tokens.parent, "");
+    assert_eq!(body["privacy_url"], url, "the configured notice");
+}
+
+#[test]
 fn parent_gets_dutch_wording() {
     let (_dir, platform, service) = start();
     let tokens = invite(&service, &platform, "c-parent-nl");

@@ -212,7 +212,7 @@ pub async fn get_questionnaire(
         "answers": answers_json(&record),
         "comment_max_chars": MAX_COMMENT_CHARS,
         "nurse_feedback": nurse_feedback::flag_for(&record, feedback_enabled),
-        "privacy_url": Value::Null,
+        "privacy_url": state.settings.privacy_url.as_ref().map(|url| url.as_str()),
         "expires_at": time_text(record.expires_at),
     });
     if let Some(ratings) = parent_ratings {
