@@ -386,3 +386,63 @@ fn purge_gets_its_turn_while_exports_run() {
         "{during} reads of every chat ran during a purge of {batches} batches"
     );
 }
+
+/// A report built while the retention purge runs counts each chat once:
+/// among the live chats or in the totals of the purged weeks, never in both.
+#[test]
+fn report_during_purge_counts_each_chat_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const CHATS: usize = 3_000;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open(dir.path());
+    let key = pseudonym_key();
+    let now = now_millis();
+    for number in 0..CHATS {
+        write_chat(&store, &key, number, now - 800 * DAY).expect("old chat written");
+    }
+    store.flush_blocking().expect("flushed");
+    let options = ReportOptions {
+        min_cell_size: 0,
+        bootstrap: false,
+    };
+    let before = report::build_with(&store, &ReportFilter::default(), now, &options).expect("report");
+    assert_eq!(before.chats, CHATS as u64);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (store, done, options) = (store.clone(), done.clone(), options.clone());
+            std::thread::spawn(move || {
+                let mut counted = Vec::new();
+                while !done.load(Ordering::SeqCst) {
+                    if reader == 0 {
+                        let built =
+                            report::build_with(&store, &ReportFilter::default(), now, &options).expect("report");
+                        counted.push((built.chats, built.pairs));
+                    } else {
+                        let strata = report::count_strata_by_scan(&store, now).expect("scan");
+                        let chats = strata.iter().map(|(_, counts)| counts.chats).sum::<u64>();
+                        counted.push((chats, 0));
+                    }
+                }
+                counted
+            })
+        })
+        .collect();
+    let purged = purge(&store, now, 730, false, |_| {}).expect("purge");
+    done.store(true, Ordering::SeqCst);
+    assert_eq!(purged.chats, CHATS as u64);
+
+    for (reader, handle) in readers.into_iter().enumerate() {
+        let counted = handle.join().expect("reader thread");
+        assert!(!counted.is_empty(), "reader {reader} built no report");
+        for (chats, pairs) in counted {
+            assert_eq!(chats, CHATS as u64, "chats counted by reader {reader} during the purge");
+            if reader == 0 {
+                assert_eq!(pairs, before.pairs, "pairs counted during the purge");
+            }
+        }
+    }
+}

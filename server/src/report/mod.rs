@@ -386,8 +386,14 @@ pub fn filter_suppression(selected: u64, visible: u64, min_cell_size: u64) -> Op
 /// Counts every chat of the store by stratum, from the store's running
 /// totals of live chats and the totals of purged weeks.
 pub fn count_strata(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
-    let mut strata = store.live_strata(now)?;
-    strata.extend(purged_strata(store)?);
+    let mut strata = store.without_purges(|| -> Result<_, StoreError> {
+        let mut strata = store.live_strata(now)?;
+        for entry in store.all_totals() {
+            let (key, value) = entry?;
+            strata.push(purged_stratum(&key, &value)?);
+        }
+        Ok(strata)
+    })?;
     strata.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(strata)
 }
@@ -397,36 +403,38 @@ pub fn count_strata(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumC
 /// compare the two in the benchmark.
 pub fn count_strata_by_scan(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
     let mut by_key: HashMap<Vec<u8>, StratumCounts> = HashMap::new();
-    store.for_each_facts(|chat| match by_key.get_mut(chat.stratum) {
-        Some(counts) => counts.add(chat, now),
-        None => by_key.entry(chat.stratum.to_vec()).or_default().add(chat, now),
-    })?;
-    let mut strata = Vec::with_capacity(by_key.len());
+    let mut purged = Vec::new();
+    store.for_each_facts(
+        |chat| match by_key.get_mut(chat.stratum) {
+            Some(counts) => counts.add(chat, now),
+            None => by_key.entry(chat.stratum.to_vec()).or_default().add(chat, now),
+        },
+        |key, value| {
+            purged.push(purged_stratum(key, value)?);
+            Ok(())
+        },
+    )?;
+    let mut strata = Vec::with_capacity(by_key.len() + purged.len());
     for (key, counts) in by_key {
         let stratum = facts::decode_stratum(&key).ok_or_else(|| StoreError::CorruptFacts {
             key: format!("stratum {}", crate::token::hex(&key)),
         })?;
         strata.push((stratum, counts));
     }
-    strata.extend(purged_strata(store)?);
+    strata.extend(purged);
     strata.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(strata)
 }
 
-/// Reads the totals of the purged weeks.
-fn purged_strata(store: &Store) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
-    let mut strata = Vec::new();
-    for entry in store.all_totals() {
-        let (key, value) = entry?;
-        let corrupt = || StoreError::CorruptFacts {
-            key: format!("totals {}", crate::token::hex(&key)),
-        };
-        let mut stratum = facts::decode_stratum(&key).ok_or_else(corrupt)?;
-        stratum.purged_week = true;
-        let counts: StratumCounts = serde_json::from_slice(&value).map_err(|_| corrupt())?;
-        strata.push((stratum, counts));
-    }
-    Ok(strata)
+/// Decodes one entry of the totals of the purged weeks.
+fn purged_stratum(key: &[u8], value: &[u8]) -> Result<(Stratum, StratumCounts), StoreError> {
+    let corrupt = || StoreError::CorruptFacts {
+        key: format!("totals {}", crate::token::hex(key)),
+    };
+    let mut stratum = facts::decode_stratum(key).ok_or_else(corrupt)?;
+    stratum.purged_week = true;
+    let counts: StratumCounts = serde_json::from_slice(value).map_err(|_| corrupt())?;
+    Ok((stratum, counts))
 }
 
 /// Answers per rating for one item and role.

@@ -87,8 +87,9 @@ struct Shared {
     write_lock: Mutex<()>,
     /// Held while a batch of chats is purged or moved into the archive, for
     /// a whole [`Store::copy_to`], so a copy never has a chat both in its
-    /// records and in its totals, and for every read of all chats
-    /// ([`ScanGuard`]). Fair: it passes to the longest waiting thread, so
+    /// records and in its totals, for every read of all chats
+    /// ([`ScanGuard`]) and for reads of the report's totals
+    /// ([`Store::without_purges`]). Fair: it passes to the longest waiting thread, so
     /// exports run back to back do not hold off a purge, an archive move or
     /// a backup for longer than the reads already running or waiting.
     purge_lock: FairMutex<()>,
@@ -1042,10 +1043,19 @@ impl Store {
     /// and archived.
     fn for_each_facts_value(
         &self,
-        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         // No chat changes place while the scan runs.
         let _no_moves = self.scan_guard();
+        self.visit_facts_values(visit)
+    }
+
+    /// Calls `visit` with the key and fact value of every chat, hot and
+    /// archived. Call it only under a [`ScanGuard`].
+    fn visit_facts_values(
+        &self,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         for entry in self.chat_facts.iter() {
             let (key, value) = entry?;
             visit(&key, &value)?;
@@ -1059,12 +1069,28 @@ impl Store {
         Ok(())
     }
 
+    /// Runs `read` while no chat is purged. The running totals of live
+    /// chats and the totals of purged weeks that `read` takes then agree:
+    /// each purged chat is in exactly one of them.
+    pub fn without_purges<T>(&self, read: impl FnOnce() -> T) -> T {
+        let _no_purge = self.shared.purge_lock.lock();
+        read()
+    }
+
     /// Calls `visit` with the report facts of every chat, in record-key
-    /// order, and returns how many there were.
-    pub fn for_each_facts(&self, mut visit: impl FnMut(&facts::ChatFacts<'_>)) -> Result<u64, StoreError> {
+    /// order, and returns how many there were. Then, under the same lock,
+    /// calls `totals` with each entry of the purged weeks' totals, so each
+    /// purged chat reaches exactly one of the two.
+    pub fn for_each_facts(
+        &self,
+        mut visit: impl FnMut(&facts::ChatFacts<'_>),
+        mut totals: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
         self.settle();
+        // Also keeps purges out until the totals are read.
+        let _no_moves = self.scan_guard();
         let mut count = 0;
-        self.for_each_facts_value(|key, value| {
+        self.visit_facts_values(|key, value| {
             let chat_facts =
                 chat_value::facts_of(value)
                     .and_then(facts::decode)
@@ -1075,6 +1101,10 @@ impl Store {
             count += 1;
             Ok(())
         })?;
+        for entry in self.totals.iter() {
+            let (key, value) = entry?;
+            totals(&key, &value)?;
+        }
         Ok(count)
     }
 
