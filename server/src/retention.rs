@@ -11,6 +11,7 @@
 //! received the chat-ended webhook.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -81,13 +82,18 @@ impl fmt::Display for PurgeSummary {
     }
 }
 
-/// Chats purged under one hold of the store's purge lock. Exports and
-/// backups wait for at most one batch: about 10 ms on the development machine.
-const PURGE_BATCH: usize = 256;
+/// Maximum time the purge holds the store's purge lock at a time, so an
+/// export, a report or a backup waits for at most about this long. On the
+/// development machine about 1 000 chats are purged in it.
+const PURGE_HOLD: Duration = Duration::from_millis(50);
+
+/// Chats a dry run counts between two progress calls.
+const DRY_RUN_BATCH: usize = 256;
 
 /// Purges every chat received more than `retention_days` before `now`.
 /// With `dry_run` it only counts them. `progress` gets the number of chats
-/// purged so far after each batch of [`PURGE_BATCH`].
+/// purged so far after each hold of the purge lock (see [`PURGE_HOLD`]), or
+/// counted after each [`DRY_RUN_BATCH`].
 pub fn purge(
     store: &Store,
     now: Millis,
@@ -102,14 +108,18 @@ pub fn purge(
         cutoff: crate::routes::questionnaire::time_text(cutoff),
         ..PurgeSummary::default()
     };
-    for keys in store.chats_received_before(cutoff)?.chunks(PURGE_BATCH) {
+    let keys = store.chats_received_before(cutoff)?;
+    let mut rest = &keys[..];
+    while !rest.is_empty() {
         let purged = if dry_run {
-            keys.iter()
+            rest.iter()
+                .take(DRY_RUN_BATCH)
                 .map(|key| dry_run_counts(store, key))
                 .collect::<Result<Vec<_>, _>>()?
         } else {
-            store.purge_chats(keys, |chat| fold(store, chat, now))?
+            store.purge_chats(rest, PURGE_HOLD, |chat| fold(store, chat, now))?
         };
+        rest = &rest[purged.len()..];
         for purged in purged.into_iter().flatten() {
             summary.chats += 1;
             summary.invitations += purged.invitations;

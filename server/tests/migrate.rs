@@ -182,7 +182,9 @@ fn old_store_moves_into_one_record_per_chat() {
 
     // Purging a moved chat deletes its aliases and dead letter too.
     let purged = store
-        .purge_chats(&[written[1].0.clone()], |_| Ok((b"week".to_vec(), b"totals".to_vec())))
+        .purge_chats(&[written[1].0.clone()], std::time::Duration::from_secs(1), |_| {
+            Ok((b"week".to_vec(), b"totals".to_vec()))
+        })
         .unwrap()
         .pop()
         .flatten()

@@ -322,10 +322,11 @@ fn backup_during_purge_counts_each_chat_once() {
 }
 
 /// Exports run back to back must not hold off the retention purge. The
-/// purge lock passes to the longest waiting thread, and the purge takes it
-/// once per batch of chats. So each batch waits for at most the reads of
-/// every chat that run or wait before it. With an unfair lock taken per
-/// chat, two exporting threads held off a purge of 2 000 chats for 76 s.
+/// purge lock passes to the longest waiting thread, and the purge purges as
+/// many chats as fit in 50 ms each time it holds the lock. So each hold
+/// waits for at most the reads of every chat that run or wait before it.
+/// With an unfair lock taken per chat, two exporting threads held off a
+/// purge of 2 000 chats for 76 s.
 #[test]
 fn purge_gets_its_turn_while_exports_run() {
     use std::sync::Arc;
@@ -370,7 +371,11 @@ fn purge_gets_its_turn_while_exports_run() {
     }
 
     let before = reads.load(Ordering::SeqCst);
-    let purged = purge(&store, now, 730, false, |_| {}).expect("purge");
+    // Progress comes once per hold of the purge lock.
+    let mut holds = 0usize;
+    let started = Instant::now();
+    let purged = purge(&store, now, 730, false, |_| holds += 1).expect("purge");
+    let took = started.elapsed();
     let during = reads.load(Ordering::SeqCst) - before;
     stop.store(true, Ordering::SeqCst);
     for exporter in exporters {
@@ -378,12 +383,17 @@ fn purge_gets_its_turn_while_exports_run() {
     }
 
     assert_eq!(purged.chats, CHATS as u64);
-    // Each batch waits for at most one read per exporter. The bound leaves
-    // as much again for reads that end while this thread waits for a core.
-    let batches = CHATS.div_ceil(256);
+    // Every hold but the last purges for at least 50 ms, so a purge that
+    // took the lock per chat would need far more holds.
     assert!(
-        during <= 2 * EXPORTERS * (batches + 2),
-        "{during} reads of every chat ran during a purge of {batches} batches"
+        holds as u128 <= took.as_millis() / 50 + 1,
+        "{holds} holds of the lock in a purge of {took:?}"
+    );
+    // Each hold waits for at most one read per exporter. The bound leaves
+    // as much again for reads that end while this thread waits for a core.
+    assert!(
+        during <= 2 * EXPORTERS * (holds + 2),
+        "{during} reads of every chat ran during a purge in {holds} holds of the lock"
     );
 }
 

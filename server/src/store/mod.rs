@@ -85,13 +85,13 @@ struct Shared {
     /// journal's order is sled's order, while the applier writes inbox
     /// entries into sled, and while a checkpoint runs.
     write_lock: Mutex<()>,
-    /// Held while a batch of chats is purged or moved into the archive, for
-    /// a whole [`Store::copy_to`], so a copy never has a chat both in its
-    /// records and in its totals, for every read of all chats
-    /// ([`ScanGuard`]) and for reads of the report's totals
-    /// ([`Store::without_purges`]). Fair: it passes to the longest waiting thread, so
-    /// exports run back to back do not hold off a purge, an archive move or
-    /// a backup for longer than the reads already running or waiting.
+    /// Lock of the purge. It is held while chats are purged or moved into
+    /// the archive and for a whole [`Store::copy_to`], so a copy never has a
+    /// chat both in its records and in its totals. Reads of all chats
+    /// ([`ScanGuard`]) and of the report's totals ([`Store::without_purges`])
+    /// hold it too. It is fair: it passes to the longest waiting thread, so
+    /// exports run back to back do not hold off a purge, an archive move or a
+    /// backup for longer than the reads already running or waiting.
     purge_lock: FairMutex<()>,
     journal: Journal,
     inbox: inbox::Inbox,
@@ -1192,25 +1192,32 @@ impl Store {
         })
     }
 
-    /// Deletes the chats `chat_keys`, each with its invitations (answers and
-    /// comments), its report facts and any delivery of it in the dead-letter
-    /// list, one write per chat. Each write also stores the totals that
-    /// `fold` returns as `(key, value)`. `fold` gets the chat's facts and may
-    /// read the current totals with [`Store::totals`]. The batch holds the
-    /// purge lock once, so it waits once for the reads of every chat that
-    /// run or wait before it. Returns for each key what was deleted, or
-    /// `None` when the chat is not stored. Give at most a few hundred keys:
-    /// reads of every chat wait for the whole batch.
+    /// Deletes chats of `chat_keys`, in order, each with its invitations
+    /// (answers and comments), its report facts and any delivery of it in the
+    /// dead-letter list, one write per chat. Each write also stores the
+    /// totals that `fold` returns as `(key, value)`. `fold` gets the chat's
+    /// facts and may read the current totals with [`Store::totals`]. Holds
+    /// the purge lock once, so it waits once for the reads of every chat that
+    /// run or wait before it, and stops taking new chats after `hold`, so
+    /// such reads wait at most about that long. Returns for each chat it took,
+    /// at least the first, what was deleted, or `None` when the chat is not
+    /// stored; the caller passes the rest again.
     pub fn purge_chats(
         &self,
         chat_keys: &[String],
+        hold: Duration,
         mut fold: impl FnMut(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
     ) -> Result<Vec<Option<PurgedChat>>, StoreError> {
         let _purging = self.shared.purge_lock.lock();
-        chat_keys
-            .iter()
-            .map(|chat_key| self.purge_chat(chat_key, &mut fold))
-            .collect()
+        let started = Instant::now();
+        let mut purged = Vec::new();
+        for chat_key in chat_keys {
+            if !purged.is_empty() && started.elapsed() >= hold {
+                break;
+            }
+            purged.push(self.purge_chat(chat_key, &mut fold)?);
+        }
+        Ok(purged)
     }
 
     /// Purges one chat for [`Store::purge_chats`], which holds the purge lock.
