@@ -36,6 +36,7 @@ const TEXT = {
     expired: ['Verlopen', 'Deze vragenlijst is verlopen. Je kunt hem niet meer invullen.'],
     notFound: ['Niet gevonden', 'We kunnen deze vragenlijst niet vinden. Kijk of de link klopt.'],
     loadFailed: ['Laden lukt niet', 'De vragenlijst kan nu niet laden. Kijk of je internet hebt en probeer het opnieuw.'],
+    busy: ['Even wachten', 'Er komen nu veel verzoeken binnen. Wacht een minuut en probeer het dan opnieuw.'],
     broken: ['Er ging iets mis', 'De vragenlijst kan nu niet worden getoond. Probeer het later opnieuw.'],
     retry: 'Opnieuw proberen',
     feedback: ['Jouw antwoorden en die van de ouder', 'Ouder', 'Jij'],
@@ -74,6 +75,7 @@ const TEXT = {
     expired: ['Expired', 'This questionnaire has expired. It can no longer be filled in.'],
     notFound: ['Not found', 'We cannot find this questionnaire. Please check the link.'],
     loadFailed: ['Could not load', 'The questionnaire cannot load right now. Check your internet connection and try again.'],
+    busy: ['Please wait', 'Many requests are coming in right now. Wait a minute, then try again.'],
     broken: ['Something went wrong', 'The questionnaire cannot be shown right now. Please try again later.'],
     retry: 'Try again',
     feedback: ['Your answers and the parent\'s', 'Parent', 'You'],
@@ -253,6 +255,8 @@ class AllianceQuestionnaire extends HTMLElement {
 
     const { status, body } = await this.request('GET', `?lang=${this.ui}`);
     if (loadId !== this.loadCount) return;
+    // Too many calls for this questionnaire: the connection is fine, so the parent is asked to wait.
+    if (status === 429) return this.showEnd('busy');
     if (status !== 200) return this.showFailure(status, 'loadFailed');
 
     const valid = Array.isArray(body.items) && body.items.length && Array.isArray(body.scale) && body.scale.length;
@@ -428,7 +432,7 @@ ${intro}
   // Runs when the connection returns or the retry timer fires.
   async resume() {
     if (!this.questionnaire) {
-      if (this.view === 'loadFailed') this.load();
+      if (['loadFailed', 'busy'].includes(this.view)) this.load();
       return;
     }
     await this.flush();
@@ -521,7 +525,7 @@ ${intro}
     if (view === 'sent' && parent) extra += `<p>${t.sentParent}</p>`;
     if (q && q.role === 'professional' && q.nurse_feedback && Array.isArray(q.items)) extra += this.feedback(q, heading);
     if (['sent', 'declined', 'done'].includes(view)) extra += `<p>${t.close}</p>`;
-    if (view === 'loadFailed') extra += `<p><button type="button" class="primary" data-action="retry">${t.retry}</button></p>`;
+    if (['loadFailed', 'busy'].includes(view)) extra += `<p><button type="button" class="primary" data-action="retry">${t.retry}</button></p>`;
     if (TERMINAL.includes(view)) {
       this.pending = {};
       this.writeStore();
