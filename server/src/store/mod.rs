@@ -1692,8 +1692,10 @@ impl Store {
     /// records and the totals. Chats still in the inbox at the last step are
     /// not in the copy, and neither are their webhook ids.
     pub fn copy_to(&self, dir: &Path) -> Result<usize, StoreError> {
-        let _no_purge = self.shared.purge_lock.lock();
+        // Before the lock, so that reads of every chat do not wait behind a
+        // backup that waits for the inbox during a burst of webhooks.
         self.settle();
+        let _no_purge = self.shared.purge_lock.lock();
         // Without sled's periodic flush thread, which would hold the copy
         // open for a moment after it is dropped, so it can be opened at once.
         let copy = sled::Config::new()
