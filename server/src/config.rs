@@ -597,7 +597,11 @@ fn split_list(value: &str) -> impl Iterator<Item = &str> {
 }
 
 fn parse_url(value: &str, name: &str) -> Result<Url, ConfigError> {
-    if value.contains('@') {
+    // Checked before parsing, so no error message repeats a password. Only
+    // the part before the path counts: an `@` in a query is no credential.
+    let authority = value.split("://").nth(1).unwrap_or(value);
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
         return Err(invalid(
             name,
             "contains a user name or password (\"user:password@\"); remove it, \
@@ -896,6 +900,26 @@ mod tests {
         assert!(on.contains("works council"), "{on}");
         assert!(on.contains("nurse feedback on"), "{on}");
         assert!(on.contains("privacy notice linked"), "{on}");
+    }
+
+    #[test]
+    fn url_with_credentials_is_rejected_without_echo() {
+        let error = raw(&[("platform_url", "https://bot:geheim@chat.example.nl/api")])
+            .validate()
+            .unwrap_err();
+        assert!(error.0.contains("user name or password"), "{error}");
+        assert!(!error.0.contains("geheim"), "the password is repeated: {error}");
+        // An @ after the host is part of the path or query, not a credential.
+        let settings = raw(&[(
+            "privacy_url",
+            "https://ggd.example.nl/privacy?contact=privacy@ggd.example.nl",
+        )])
+        .validate()
+        .unwrap();
+        assert_eq!(
+            settings.privacy_url.unwrap().query(),
+            Some("contact=privacy@ggd.example.nl")
+        );
     }
 
     #[test]

@@ -421,12 +421,14 @@ fn report_during_purge_counts_each_chat_once() {
     assert_eq!(before.chats, CHATS as u64);
 
     let done = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(std::sync::Barrier::new(3));
     let readers: Vec<_> = (0..2)
         .map(|reader| {
-            let (store, done, options) = (store.clone(), done.clone(), options.clone());
+            let (store, done, options, ready) = (store.clone(), done.clone(), options.clone(), ready.clone());
             std::thread::spawn(move || {
                 let mut counted = Vec::new();
-                while !done.load(Ordering::SeqCst) {
+                let mut first = true;
+                while !done.load(Ordering::SeqCst) || first {
                     if reader == 0 {
                         let built =
                             report::build_with(&store, &ReportFilter::default(), now, &options).expect("report");
@@ -436,11 +438,16 @@ fn report_during_purge_counts_each_chat_once() {
                         let chats = strata.iter().map(|(_, counts)| counts.chats).sum::<u64>();
                         counted.push((chats, 0));
                     }
+                    if std::mem::take(&mut first) {
+                        // The purge starts once each reader has counted once.
+                        ready.wait();
+                    }
                 }
                 counted
             })
         })
         .collect();
+    ready.wait();
     let purged = purge(&store, now, 730, false, |_| {}).expect("purge");
     done.store(true, Ordering::SeqCst);
     assert_eq!(purged.chats, CHATS as u64);

@@ -113,6 +113,7 @@ fn damaged_questionnaire_links_get_pages() {
         ("/q", "nl"),
         ("/q/", "nl"),
         ("/q/abc/def", "nl"),
+        ("/q/a%20b/", "nl"),
         ("/q/?lang=EN-gb", "en"),
     ] {
         let response = no_redirects.get(service.url(path)).send().unwrap();

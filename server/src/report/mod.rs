@@ -386,14 +386,10 @@ pub fn filter_suppression(selected: u64, visible: u64, min_cell_size: u64) -> Op
 /// Counts every chat of the store by stratum, from the store's running
 /// totals of live chats and the totals of purged weeks.
 pub fn count_strata(store: &Store, now: Millis) -> Result<Vec<(Stratum, StratumCounts)>, StoreError> {
-    let mut strata = store.without_purges(|| -> Result<_, StoreError> {
-        let mut strata = store.live_strata(now)?;
-        for entry in store.all_totals() {
-            let (key, value) = entry?;
-            strata.push(purged_stratum(&key, &value)?);
-        }
-        Ok(strata)
-    })?;
+    let (mut strata, purged) = store.live_and_purged_totals(now)?;
+    for (key, value) in purged {
+        strata.push(purged_stratum(&key, &value)?);
+    }
     strata.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(strata)
 }

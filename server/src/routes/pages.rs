@@ -50,7 +50,8 @@ pub(crate) fn page_headers(state: &AppState, response: &mut actix_web::HttpRespo
         .insert_header((CACHE_CONTROL, "no-store"));
 }
 
-/// Returns the page language of a raw query string: Dutch unless `?lang=en`.
+/// Returns the page language of a raw query string: Dutch unless `lang`
+/// begins with `en`, in any case.
 /// A query string with `lang` repeated or not UTF-8 also gets Dutch, as any
 /// other `lang` value does, because the parent or nurse who opens the link
 /// cannot be expected to correct it.
@@ -106,7 +107,8 @@ fn console_code_block(code: &str, lang: &str) -> String {
     )
 }
 
-/// `GET /q/{token}`: the hosted questionnaire, in Dutch unless `?lang=en`.
+/// `GET /q/{token}`: the hosted questionnaire, in Dutch unless `lang` in
+/// the query begins with `en` (`?lang=en`, `?lang=en-GB`).
 /// The page request does not count as opened; the plugin's API call does,
 /// because link previews fetch pages too.
 #[route("/q/{token}", method = "GET", method = "HEAD")]
@@ -119,11 +121,11 @@ pub async fn questionnaire_page(
 }
 
 /// Answers a `GET` or `HEAD` of a questionnaire link that a messenger or a
-/// copy damaged, which no route takes: with trailing slashes, `/q/{token}/`
-/// is redirected to the link without them; any other path under `/q` gets
-/// the questionnaire page with status `404`, on which the plugin shows in
-/// Dutch (or English with `?lang=en`) that the link does not work. Returns
-/// `None` for every other request.
+/// copy damaged, which no route takes. A link with trailing slashes,
+/// `/q/{token}/`, is redirected to the link without them. Any other path
+/// under `/q` gets the questionnaire page with status `404`, on which the
+/// plugin shows in Dutch (or English with `?lang=en`) that the link does not
+/// work. Returns `None` for every other request.
 pub(crate) fn damaged_link(request: &HttpRequest) -> Option<HttpResponse> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return None;
@@ -134,7 +136,7 @@ pub(crate) fn damaged_link(request: &HttpRequest) -> Option<HttpResponse> {
         .filter(|rest| rest.is_empty() || rest.starts_with('/'))?;
     let state = request.app_data::<web::Data<AppState>>()?;
     let token = rest.trim_matches('/');
-    if !token.is_empty() && !token.contains('/') && rest.ends_with('/') {
+    if is_safe_token(token) && rest.ends_with('/') {
         let query = request.query_string();
         let location = if query.is_empty() {
             format!("/q/{token}")
@@ -150,15 +152,20 @@ pub(crate) fn damaged_link(request: &HttpRequest) -> Option<HttpResponse> {
     Some(render_questionnaire_page(state, request, "", StatusCode::NOT_FOUND))
 }
 
-/// Builds the hosted questionnaire page for `token`; an unsafe or empty
-/// token becomes an empty one, for which the plugin shows "Niet gevonden".
-fn render_questionnaire_page(state: &AppState, request: &HttpRequest, token: &str, status: StatusCode) -> HttpResponse {
-    let safe = !token.is_empty()
+/// Returns whether `token` has the shape of a token, so it may appear in
+/// the page and in a redirect: 1 to 128 ASCII letters, digits, `.`, `_` or `-`.
+fn is_safe_token(token: &str) -> bool {
+    !token.is_empty()
         && token.len() <= 128
         && token
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    let token = if safe { token } else { "" };
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Builds the hosted questionnaire page for `token`; an unsafe or empty
+/// token becomes an empty one, for which the plugin shows "Niet gevonden".
+fn render_questionnaire_page(state: &AppState, request: &HttpRequest, token: &str, status: StatusCode) -> HttpResponse {
+    let token = if is_safe_token(token) { token } else { "" };
     let lang = page_lang(request.query_string());
 
     // Only the nurse's own page shows her console code; reading it does not

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::{FairMutex, FairMutexGuard};
+use parking_lot::{FairMutex, FairMutexGuard, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
@@ -88,11 +88,15 @@ struct Shared {
     /// Lock of the purge. It is held while chats are purged or moved into
     /// the archive and for a whole [`Store::copy_to`], so a copy never has a
     /// chat both in its records and in its totals. Reads of all chats
-    /// ([`ScanGuard`]) and of the report's totals ([`Store::without_purges`])
-    /// hold it too. It is fair: it passes to the longest waiting thread, so
+    /// ([`ScanGuard`]) hold it too. It is fair: it passes to the longest waiting thread, so
     /// exports run back to back do not hold off a purge, an archive move or a
     /// backup for longer than the reads already running or waiting.
     purge_lock: FairMutex<()>,
+    /// Taken for writing by each purge write and for reading by
+    /// [`Store::live_and_purged_totals`], so a report never finds a purged
+    /// chat both in the running totals and in the purged weeks' totals.
+    /// Reports wait for at most one purge write, not for exports or backups.
+    totals_lock: RwLock<()>,
     journal: Journal,
     inbox: inbox::Inbox,
     /// Keys written while [`Store::copy_to`] runs in the trees that the copy
@@ -463,6 +467,7 @@ impl Store {
         let shared = Arc::new(Shared {
             write_lock: Mutex::new(()),
             purge_lock: FairMutex::new(()),
+            totals_lock: RwLock::new(()),
             journal: Journal::open_empty(&journal_path)?,
             inbox: inbox::Inbox::default(),
             copy_changes: Mutex::new(None),
@@ -1069,12 +1074,24 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `read` while no chat is purged. The running totals of live
-    /// chats and the totals of purged weeks that `read` takes then agree:
-    /// each purged chat is in exactly one of them.
-    pub fn without_purges<T>(&self, read: impl FnOnce() -> T) -> T {
-        let _no_purge = self.shared.purge_lock.lock();
-        read()
+    /// Reads the running totals of live chats and every entry of the purged
+    /// weeks' totals at one moment, so each purged chat is in exactly one of
+    /// them. Waits for chats accepted before the call to reach sled first.
+    #[allow(clippy::type_complexity)]
+    pub fn live_and_purged_totals(
+        &self,
+        now: Millis,
+    ) -> Result<(Vec<(facts::Stratum, StratumCounts)>, Vec<(Vec<u8>, Vec<u8>)>), StoreError> {
+        self.settle();
+        let _no_purge_write = self.shared.totals_lock.read();
+        let live = self
+            .live_totals()
+            .snapshot(now)
+            .map_err(|key| StoreError::CorruptFacts {
+                key: format!("stratum {}", crate::token::hex(&key)),
+            })?;
+        let purged = self.all_totals().collect::<Result<Vec<_>, _>>()?;
+        Ok((live, purged))
     }
 
     /// Calls `visit` with the report facts of every chat, in record-key
@@ -1227,6 +1244,7 @@ impl Store {
         fold: &mut impl FnMut(&facts::ChatFacts<'_>) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
     ) -> Result<Option<PurgedChat>, StoreError> {
         let record_key = self.record_key(chat_key);
+        let _totals = self.shared.totals_lock.write();
         self.write(|writes| {
             let (value, facts_value, archived) = match self.records.get(record_key)? {
                 Some(value) => (
