@@ -35,19 +35,26 @@ fn pseudonym_key() -> PseudonymKey {
     ServerKey::from_bytes(vec![7; 32]).expect("32 bytes").pseudonym_key()
 }
 
+/// Writes `old` chats received 800 days before `now` (past the default
+/// retention of 730 days) and `recent` chats received a day before, and
+/// flushes the store.
+fn fill(store: &Store, key: &PseudonymKey, now: i64, old: usize, recent: usize) {
+    for number in 0..old {
+        write_chat(store, key, number, now - 800 * DAY).expect("old chat written");
+    }
+    for number in old..old + recent {
+        write_chat(store, key, number, now - DAY).expect("recent chat written");
+    }
+    store.flush_blocking().expect("flushed");
+}
+
 #[test]
 fn purge_keeps_every_report_figure() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = open(dir.path());
     let key = pseudonym_key();
     let now = now_millis();
-    for number in 0..OLD_CHATS {
-        write_chat(&store, &key, number, now - 800 * DAY).expect("old chat written");
-    }
-    for number in OLD_CHATS..OLD_CHATS + NEW_CHATS {
-        write_chat(&store, &key, number, now - DAY).expect("new chat written");
-    }
-    store.flush_blocking().expect("flushed");
+    fill(&store, &key, now, OLD_CHATS, NEW_CHATS);
 
     let old_keys: Vec<String> = (0..OLD_CHATS)
         .map(|n| key.pseudonym("chat", &format!("fill-{n}")))
@@ -342,13 +349,7 @@ fn purge_gets_its_turn_while_exports_run() {
     let store = open(dir.path());
     let key = pseudonym_key();
     let now = now_millis();
-    for number in 0..CHATS {
-        write_chat(&store, &key, number, now - 800 * DAY).expect("old chat written");
-    }
-    for number in CHATS..CHATS + RECENT {
-        write_chat(&store, &key, number, now - DAY).expect("recent chat written");
-    }
-    store.flush_blocking().expect("flushed");
+    fill(&store, &key, now, CHATS, RECENT);
 
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
@@ -372,9 +373,9 @@ fn purge_gets_its_turn_while_exports_run() {
 
     let before = reads.load(Ordering::SeqCst);
     // Progress comes once per hold of the purge lock.
-    let mut holds = 0usize;
+    let mut lock_turns = 0usize;
     let started = Instant::now();
-    let purged = purge(&store, now, 730, false, |_| holds += 1).expect("purge");
+    let purged = purge(&store, now, 730, false, |_| lock_turns += 1).expect("purge");
     let took = started.elapsed();
     let during = reads.load(Ordering::SeqCst) - before;
     stop.store(true, Ordering::SeqCst);
@@ -386,14 +387,14 @@ fn purge_gets_its_turn_while_exports_run() {
     // Every hold but the last purges for at least 50 ms, so a purge that
     // took the lock per chat would need far more holds.
     assert!(
-        holds as u128 <= took.as_millis() / 50 + 1,
-        "{holds} holds of the lock in a purge of {took:?}"
+        lock_turns as u128 <= took.as_millis() / 50 + 1,
+        "{lock_turns} holds of the lock in a purge of {took:?}"
     );
     // Each hold waits for at most one read per exporter. The bound leaves
     // as much again for reads that end while this thread waits for a core.
     assert!(
-        during <= 2 * EXPORTERS * (holds + 2),
-        "{during} reads of every chat ran during a purge in {holds} holds of the lock"
+        during <= 2 * EXPORTERS * (lock_turns + 2),
+        "{during} reads of every chat ran during a purge in {lock_turns} holds of the lock"
     );
 }
 
@@ -407,12 +408,8 @@ fn report_during_purge_counts_each_chat_once() {
     const CHATS: usize = 3_000;
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = open(dir.path());
-    let key = pseudonym_key();
     let now = now_millis();
-    for number in 0..CHATS {
-        write_chat(&store, &key, number, now - 800 * DAY).expect("old chat written");
-    }
-    store.flush_blocking().expect("flushed");
+    fill(&store, &pseudonym_key(), now, CHATS, 0);
     let options = ReportOptions {
         min_cell_size: 0,
         bootstrap: false,

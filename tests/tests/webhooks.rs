@@ -123,7 +123,7 @@ fn damaged_questionnaire_links_get_pages() {
         assert!(html.contains(&format!("<html lang=\"{lang}\"")), "{path}: {html}");
     }
 
-    // Link checkers ask with HEAD.
+    // Link checkers send HEAD requests.
     let response = no_redirects.head(service.url("/q/abc.def")).send().unwrap();
     assert_eq!(response.status().as_u16(), 200);
 }

@@ -162,7 +162,7 @@ fn is_safe_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Builds the hosted questionnaire page for `token`; an unsafe or empty
+/// Builds the hosted questionnaire page for `token`. An unsafe or empty
 /// token becomes an empty one, for which the plugin shows "Niet gevonden".
 fn render_questionnaire_page(state: &AppState, request: &HttpRequest, token: &str, status: StatusCode) -> HttpResponse {
     let token = if is_safe_token(token) { token } else { "" };

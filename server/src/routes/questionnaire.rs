@@ -334,8 +334,8 @@ pub async fn submit(
 }
 
 /// Reads the submit body: empty, or a JSON object with at most the field
-/// `comment`. Any other field is rejected, so a misspelt key does not drop a
-/// comment without a word.
+/// `comment`. Any other field is rejected, so a misspelt key does not drop
+/// the comment silently.
 fn parse_comment(body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);

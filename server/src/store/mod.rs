@@ -74,6 +74,12 @@ pub enum StoreError {
 
 type FlushReply = oneshot::Sender<Result<(), String>>;
 
+/// A key and its value, copied out of sled.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Counts of chats per report stratum.
+pub type Strata = Vec<(facts::Stratum, StratumCounts)>;
+
 /// A checkpoint runs at least this often while the journal has records.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 /// A checkpoint also runs as soon as the journal reaches this many bytes.
@@ -85,12 +91,12 @@ struct Shared {
     /// journal's order is sled's order, while the applier writes inbox
     /// entries into sled, and while a checkpoint runs.
     write_lock: Mutex<()>,
-    /// Lock of the purge. It is held while chats are purged or moved into
-    /// the archive and for a whole [`Store::copy_to`], so a copy never has a
-    /// chat both in its records and in its totals. Reads of all chats
-    /// ([`ScanGuard`]) hold it too. It is fair: it passes to the longest waiting thread, so
-    /// exports run back to back do not hold off a purge, an archive move or a
-    /// backup for longer than the reads already running or waiting.
+    /// Lock that keeps chats in place. Purges, moves into the archive,
+    /// reads of all chats ([`ScanGuard`]) and a whole [`Store::copy_to`]
+    /// hold it, so a copy never has a chat both in its records and in its
+    /// totals. It is fair: it passes to the longest waiting thread, so
+    /// exports run back to back do not hold off a purge, an archive move or
+    /// a backup for longer than the reads already running or waiting.
     purge_lock: FairMutex<()>,
     /// Taken for writing by each purge write and for reading by
     /// [`Store::live_and_purged_totals`], so a report never finds a purged
@@ -768,8 +774,13 @@ impl Store {
 
     /// Returns the running totals of the live chats per stratum, with the
     /// invitations expired at `now` counted.
-    pub fn live_strata(&self, now: Millis) -> Result<Vec<(facts::Stratum, StratumCounts)>, StoreError> {
+    pub fn live_strata(&self, now: Millis) -> Result<Strata, StoreError> {
         self.settle();
+        self.live_snapshot(now)
+    }
+
+    /// Copies the running totals of live chats without waiting for the inbox.
+    fn live_snapshot(&self, now: Millis) -> Result<Strata, StoreError> {
         self.live_totals()
             .snapshot(now)
             .map_err(|key| StoreError::CorruptFacts {
@@ -1077,25 +1088,16 @@ impl Store {
     /// Reads the running totals of live chats and every entry of the purged
     /// weeks' totals at one moment, so each purged chat is in exactly one of
     /// them. Waits for chats accepted before the call to reach sled first.
-    #[allow(clippy::type_complexity)]
-    pub fn live_and_purged_totals(
-        &self,
-        now: Millis,
-    ) -> Result<(Vec<(facts::Stratum, StratumCounts)>, Vec<(Vec<u8>, Vec<u8>)>), StoreError> {
+    pub fn live_and_purged_totals(&self, now: Millis) -> Result<(Strata, Vec<KeyValue>), StoreError> {
         self.settle();
         let _no_purge_write = self.shared.totals_lock.read();
-        let live = self
-            .live_totals()
-            .snapshot(now)
-            .map_err(|key| StoreError::CorruptFacts {
-                key: format!("stratum {}", crate::token::hex(&key)),
-            })?;
+        let live = self.live_snapshot(now)?;
         let purged = self.all_totals().collect::<Result<Vec<_>, _>>()?;
         Ok((live, purged))
     }
 
     /// Calls `visit` with the report facts of every chat, in record-key
-    /// order, and returns how many there were. Then, under the same lock,
+    /// order, and returns how many there were. Then, under the same guard,
     /// calls `totals` with each entry of the purged weeks' totals, so each
     /// purged chat reaches exactly one of the two.
     pub fn for_each_facts(
@@ -1201,7 +1203,7 @@ impl Store {
     }
 
     /// Iterates over every purged stratum: its key and its totals.
-    pub fn all_totals(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+    pub fn all_totals(&self) -> impl Iterator<Item = Result<KeyValue, StoreError>> + '_ {
         self.totals.iter().map(|entry| {
             entry
                 .map(|(key, value)| (key.to_vec(), value.to_vec()))
