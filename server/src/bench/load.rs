@@ -74,17 +74,18 @@ pub fn prepare_webhooks(secret: &WebhookSecret, run: &str, first: usize, count: 
         .collect()
 }
 
-/// The requests of one phase.
+/// The requests of one phase. Both send the same prepared requests, so the
+/// client does the same work for each: a baseline request is `GET /healthz`
+/// with a signed webhook's headers and body, which the health check ignores.
 pub enum Workload {
-    Healthz,
+    Healthz(Vec<PreparedWebhook>),
     Webhooks(Vec<PreparedWebhook>),
 }
 
 impl Workload {
-    fn len(&self, healthz_requests: usize) -> usize {
+    fn len(&self) -> usize {
         match self {
-            Workload::Healthz => healthz_requests,
-            Workload::Webhooks(webhooks) => webhooks.len(),
+            Workload::Healthz(requests) | Workload::Webhooks(requests) => requests.len(),
         }
     }
 }
@@ -174,24 +175,35 @@ impl Target {
         })
     }
 
+    /// The request for `index` of the workload and the status that answers
+    /// it. Both phases send the same headers and body; only the method and
+    /// path differ.
+    fn request(&self, workload: &Workload, index: usize) -> (reqwest::RequestBuilder, StatusCode) {
+        let (request, prepared, expected) = match workload {
+            Workload::Healthz(requests) => (
+                self.client.get(format!("{}/healthz", self.base_url)),
+                &requests[index],
+                StatusCode::OK,
+            ),
+            Workload::Webhooks(webhooks) => (
+                self.client.post(format!("{}/webhooks/chat-ended", self.base_url)),
+                &webhooks[index],
+                StatusCode::ACCEPTED,
+            ),
+        };
+        let mut request = request
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(prepared.body.clone());
+        for (name, value) in &prepared.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        (request, expected)
+    }
+
     /// Sends one request and reads the whole response. Returns whether the
     /// status was the expected one, and a description when it was not.
     async fn send(&self, workload: &Workload, index: usize) -> Result<(), String> {
-        let (request, expected) = match workload {
-            Workload::Healthz => (self.client.get(format!("{}/healthz", self.base_url)), StatusCode::OK),
-            Workload::Webhooks(webhooks) => {
-                let webhook = &webhooks[index];
-                let mut request = self
-                    .client
-                    .post(format!("{}/webhooks/chat-ended", self.base_url))
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(webhook.body.clone());
-                for (name, value) in &webhook.headers {
-                    request = request.header(name.clone(), value.clone());
-                }
-                (request, StatusCode::ACCEPTED)
-            }
-        };
+        let (request, expected) = self.request(workload, index);
         let response = request
             .send()
             .await
@@ -211,16 +223,9 @@ impl Target {
         }
     }
 
-    /// Runs one phase: sends the workload (or `healthz_requests` health
-    /// checks) at `pace`, stopping early after `time_limit`.
-    pub async fn run_phase(
-        &self,
-        workload: Workload,
-        healthz_requests: usize,
-        pace: Pace,
-        time_limit: Duration,
-    ) -> PhaseResult {
-        let total = workload.len(healthz_requests);
+    /// Runs one phase: sends the workload at `pace`, stopping early after `time_limit`.
+    pub async fn run_phase(&self, workload: Workload, pace: Pace, time_limit: Duration) -> PhaseResult {
+        let total = workload.len();
         let workload = Arc::new(workload);
         let started = Instant::now();
         let deadline = started + time_limit;
@@ -313,7 +318,7 @@ fn summarise(
         .collect();
     latencies_us.sort_unstable();
     let acknowledged = match workload {
-        Workload::Healthz => Vec::new(),
+        Workload::Healthz(_) => Vec::new(),
         Workload::Webhooks(webhooks) => samples
             .iter()
             .filter(|(sample, _)| sample.ok)
@@ -382,5 +387,36 @@ mod tests {
             );
             assert!(verified.is_ok(), "webhook {id} does not verify");
         }
+    }
+
+    #[test]
+    fn baseline_requests_carry_the_same_bytes_as_webhooks() {
+        let (secret, _) = WebhookSecret::generate();
+        let target = Target::new("http://127.0.0.1:9", 1).expect("client builds");
+        let baseline = Workload::Healthz(prepare_webhooks(&secret, "probe-1a2b", 0, 1));
+        let webhooks = Workload::Webhooks(prepare_webhooks(&secret, "bench-1a2b", 0, 1));
+        let build = |workload: &Workload| {
+            let (request, expected) = target.request(workload, 0);
+            (request.build().expect("request builds"), expected)
+        };
+        let (health, health_status) = build(&baseline);
+        let (webhook, webhook_status) = build(&webhooks);
+        assert_eq!((health.method().as_str(), health.url().path()), ("GET", "/healthz"));
+        assert_eq!(
+            (webhook.method().as_str(), webhook.url().path()),
+            ("POST", "/webhooks/chat-ended")
+        );
+        assert_eq!((health_status, webhook_status), (StatusCode::OK, StatusCode::ACCEPTED));
+        let names = |request: &reqwest::Request| {
+            let mut names: Vec<_> = request.headers().keys().map(|name| name.as_str().to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&health), names(&webhook));
+        assert!(names(&health).contains(&"webhook-signature".to_string()));
+        let body = |request: &reqwest::Request| request.body().and_then(reqwest::Body::as_bytes).map(<[u8]>::len);
+        // Run ids of the same length give bodies of the same length.
+        assert_eq!(body(&health), body(&webhook));
+        assert!(body(&health).is_some_and(|length| length > 200));
     }
 }

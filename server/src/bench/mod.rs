@@ -2,7 +2,9 @@
 //!
 //! Each round runs a `GET /healthz` phase as the baseline and then a phase of
 //! freshly signed chat-ended webhooks, with the same client, connection pool
-//! and number of requests in flight. Between rounds it waits until a
+//! and number of requests in flight. A baseline request carries a signed
+//! webhook's headers and body too, so the client does the same work for
+//! both and the ratio compares the service's work only. Between rounds it waits until a
 //! recording platform has accepted every invitation, so background delivery
 //! of one round does not slow the next baseline. `--delivery-latency`
 //! measures the time from each `202` to both invitations accepted.
@@ -279,7 +281,10 @@ async fn run_rounds(setup: &Setup, arguments: &BenchArgs) -> Result<(), CliError
         None => Pace::Concurrency(arguments.concurrency),
     };
     let time_limit = Duration::from_secs(arguments.max_seconds);
-    let run_id = format!("bench-{}", crate::token::hex(&rand::random::<[u8; 4]>()));
+    let run = crate::token::hex(&rand::random::<[u8; 4]>());
+    let run_id = format!("bench-{run}");
+    // The baseline's ids have the same length, so its requests have the same bytes.
+    let baseline_id = format!("probe-{run}");
     let in_process = if setup.in_process.is_some() {
         "in-process service on a temporary store"
     } else {
@@ -304,9 +309,15 @@ async fn run_rounds(setup: &Setup, arguments: &BenchArgs) -> Result<(), CliError
     for round in 1..=arguments.rounds {
         let mut healthz_rate = None;
         if !arguments.delivery_latency {
-            let result = target
-                .run_phase(Workload::Healthz, arguments.requests, pace, time_limit)
-                .await;
+            // Signed like the webhooks, so the client does the same work for
+            // each request; the health check ignores headers and body.
+            let requests = load::prepare_webhooks(
+                &setup.secrets.webhook_secret,
+                &baseline_id,
+                (round - 1) * arguments.requests,
+                arguments.requests,
+            );
+            let result = target.run_phase(Workload::Healthz(requests), pace, time_limit).await;
             print_phase(round, "healthz", &result);
             check_failures("GET /healthz", &result)?;
             healthz_rate = Some(result.per_second());
@@ -319,9 +330,7 @@ async fn run_rounds(setup: &Setup, arguments: &BenchArgs) -> Result<(), CliError
             (round - 1) * arguments.requests,
             arguments.requests,
         );
-        let result = target
-            .run_phase(Workload::Webhooks(webhooks), 0, pace, time_limit)
-            .await;
+        let result = target.run_phase(Workload::Webhooks(webhooks), pace, time_limit).await;
         print_phase(round, "webhook", &result);
         check_failures("POST /webhooks/chat-ended", &result)?;
         totals.webhook_rates.push(result.per_second());
