@@ -307,29 +307,24 @@ async fn run_rounds(setup: &Setup, arguments: &BenchArgs) -> Result<(), CliError
     let mut acknowledged_so_far = 0u64;
     let mut all_delivered = true;
     for round in 1..=arguments.rounds {
+        let prepare = |run: &str| {
+            let first = (round - 1) * arguments.requests;
+            load::prepare_webhooks(&setup.secrets.webhook_secret, run, first, arguments.requests)
+        };
         let mut healthz_rate = None;
         if !arguments.delivery_latency {
             // Signed like the webhooks, so the client does the same work for
             // each request; the health check ignores headers and body.
-            let requests = load::prepare_webhooks(
-                &setup.secrets.webhook_secret,
-                &baseline_id,
-                (round - 1) * arguments.requests,
-                arguments.requests,
-            );
-            let result = target.run_phase(Workload::Healthz(requests), pace, time_limit).await;
+            let result = target
+                .run_phase(Workload::Healthz(prepare(&baseline_id)), pace, time_limit)
+                .await;
             print_phase(round, "healthz", &result);
             check_failures("GET /healthz", &result)?;
             healthz_rate = Some(result.per_second());
             totals.healthz_rates.push(result.per_second());
         }
 
-        let webhooks = load::prepare_webhooks(
-            &setup.secrets.webhook_secret,
-            &run_id,
-            (round - 1) * arguments.requests,
-            arguments.requests,
-        );
+        let webhooks = prepare(&run_id);
         let result = target.run_phase(Workload::Webhooks(webhooks), pace, time_limit).await;
         print_phase(round, "webhook", &result);
         check_failures("POST /webhooks/chat-ended", &result)?;
