@@ -180,10 +180,12 @@ impl TokenKey {
 /// Removes the tag from anything shaped like a token in a request path, for
 /// logging: `/q/inv_…abc.TAG` becomes `/q/inv_…abc.<tag>`. Any segment with
 /// a dot after a word is treated as a token, whatever its case, so a tag
-/// sent with a mistyped id is not logged either.
+/// sent with a mistyped id is not logged either. The dot may also be
+/// percent-encoded (`%2E`), because the router decodes it before the token
+/// is checked.
 pub fn redact_path(path: &str) -> String {
     path.split('/')
-        .map(|segment| match segment.split_once('.') {
+        .map(|segment| match split_token(segment) {
             Some((id, tag)) if !id.is_empty() && !tag.is_empty() && !looks_like_file(segment) => {
                 format!("{id}.<tag>")
             }
@@ -191,6 +193,17 @@ pub fn redact_path(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Splits a path segment at its first dot, written as `.` or `%2E` in either case.
+fn split_token(segment: &str) -> Option<(&str, &str)> {
+    let plain = segment.find('.').map(|at| (at, 1));
+    let encoded = segment.to_ascii_lowercase().find("%2e").map(|at| (at, 3));
+    let (at, width) = match (plain, encoded) {
+        (Some(plain), Some(encoded)) => plain.min(encoded),
+        (found, None) | (None, found) => found?,
+    };
+    Some((&segment[..at], &segment[at + width..]))
 }
 
 /// Asset names such as `alliance-questionnaire.js` are not tokens.
@@ -259,6 +272,19 @@ mod tests {
             redact_path("/widget/alliance-questionnaire.js"),
             "/widget/alliance-questionnaire.js"
         );
+    }
+
+    #[test]
+    fn redacted_path_hides_tag_after_encoded_dot() {
+        let id = InvitationId::generate();
+        let token = key().token(&id);
+        let (_, tag) = token.split_once('.').unwrap();
+        for dot in ["%2E", "%2e"] {
+            let path = format!("/api/questionnaires/{}{dot}{tag}/submit", id.as_str());
+            let redacted = redact_path(&path);
+            assert!(!redacted.contains(tag), "{redacted}");
+            assert_eq!(redacted, format!("/api/questionnaires/{}.<tag>/submit", id.as_str()));
+        }
     }
 
     #[test]
