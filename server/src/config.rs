@@ -210,8 +210,13 @@ impl RawSettings {
     fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| ConfigError(format!("cannot read config file {}: {error}", path.display())))?;
-        let table: toml::Table = toml::from_str(&text)
-            .map_err(|error| ConfigError(format!("config file {} is not valid TOML: {error}", path.display())))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|error| {
+            ConfigError(format!(
+                "config file {} is not valid TOML: {}",
+                path.display(),
+                describe_toml_error(&text, &error)
+            ))
+        })?;
         for (name, value) in table {
             if name == "admin_tokens" {
                 let toml::Value::Array(entries) = value else {
@@ -664,6 +669,20 @@ pub fn admin_token_digest(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// Describes a TOML syntax error by line, column and message. The `Display`
+/// of `toml::de::Error` quotes the offending line, which may hold a secret.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(start) = error.span().map(|span| span.start.min(text.len())) else {
+        return message.to_string();
+    };
+    let before = &text.as_bytes()[..start];
+    let line = before.iter().filter(|byte| **byte == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|byte| *byte == b'\n').map_or(0, |at| at + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 const DEV_SECRETS_FILE: &str = "dev-secrets.toml";
 
 /// Settings that a development service generates when they are not configured.
@@ -696,8 +715,9 @@ pub fn add_development_secrets(raw: &mut RawSettings, data_dir: &Path) -> Result
     let mut stored: toml::Table = match std::fs::read_to_string(&path) {
         Ok(text) => toml::from_str(&text).map_err(|error| {
             ConfigError(format!(
-                "development secrets file {} is damaged ({error}); delete it to make new ones",
-                path.display()
+                "development secrets file {} is damaged ({}); delete it to make new ones",
+                path.display(),
+                describe_toml_error(&text, &error)
             ))
         })?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
@@ -937,6 +957,21 @@ mod tests {
         .unwrap();
         let problems = plain.check_ready_to_serve().unwrap_err();
         assert!(problems.0.contains("ALLIANCE_PRIVACY_URL"), "{problems}");
+    }
+
+    #[test]
+    fn invalid_toml_error_does_not_quote_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alliance.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:8080\"\nsecret_key = \"SECRETVALUE\n").unwrap();
+        let mut raw = RawSettings::default();
+        let error = raw
+            .read_file(&path)
+            .expect_err("an unterminated string is invalid TOML")
+            .0;
+        assert!(!error.contains("SECRETVALUE"), "{error}");
+        assert!(error.contains("line 2, column"), "{error}");
+        assert!(error.contains("not valid TOML"), "{error}");
     }
 
     #[test]
