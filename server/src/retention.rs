@@ -33,6 +33,7 @@ pub struct PurgeSummary {
     pub answers: u64,
     pub comments: u64,
     pub dead_letters: u64,
+    pub pending_deliveries: u64,
 }
 
 impl fmt::Display for PurgeSummary {
@@ -63,6 +64,11 @@ impl fmt::Display for PurgeSummary {
             f,
             "  dead letters, which hold the platform's raw chat and participant ids: {}",
             self.dead_letters
+        )?;
+        writeln!(
+            f,
+            "  deliveries still queued, which hold the same raw ids and are then never sent: {}",
+            self.pending_deliveries
         )?;
         writeln!(
             f,
@@ -126,6 +132,7 @@ pub fn purge(
             summary.answers += purged.answers;
             summary.comments += purged.comments;
             summary.dead_letters += purged.dead_letters;
+            summary.pending_deliveries += purged.pending_deliveries;
         }
         progress(summary.chats);
     }
@@ -138,12 +145,15 @@ fn dry_run_counts(store: &Store, key: &str) -> Result<Option<crate::store::Purge
         return Ok(None);
     };
     let mut counts = crate::store::PurgedChat::default();
+    let mut invitations = Vec::new();
     for id in [&chat.parent_invitation, &chat.professional_invitation] {
         if let Some(invitation) = store.invitation(id)? {
             counts.add(&invitation);
+            invitations.push(invitation);
         }
         counts.dead_letters += u64::from(store.is_dead_letter(id)?);
     }
+    counts.pending_deliveries = store.queued_keys(&invitations)?.len() as u64;
     Ok(Some(counts))
 }
 

@@ -360,6 +360,7 @@ async fn purge_daily(store: Store, retention_days: u32) {
                 answers = summary.answers,
                 comments = summary.comments,
                 dead_letters = summary.dead_letters,
+                pending_deliveries = summary.pending_deliveries,
                 retention_days,
                 cutoff = %summary.cutoff,
                 "retention purge finished"

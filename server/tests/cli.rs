@@ -203,6 +203,7 @@ fn purge_output_says_what_is_deleted_and_kept() {
         "chat records (pseudonym, end time, organization, topic, child age group, locale) with their report facts: 3",
         "questionnaires: 6, with",
         "dead letters, which hold the platform's raw chat and participant ids: 1",
+        "deliveries still queued, which hold the same raw ids and are then never sent: 0",
         "kept: the totals per organization, topic, child age group and ISO week",
         "not touched: chats received on or after the cutoff",
         "dry run: nothing was changed",

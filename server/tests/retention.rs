@@ -4,11 +4,13 @@
 use std::path::Path;
 
 use alliance::bench::fill::write_chat;
+use alliance::questionnaire::Role;
 use alliance::report::{self, Report, ReportFilter, ReportOptions};
 use alliance::retention::purge;
 use alliance::startup::now_millis;
-use alliance::store::Store;
-use alliance::token::{PseudonymKey, ServerKey};
+use alliance::store::records::{ChatRecord, DeliveryStatus, InvitationRecord, QueuedDelivery, Response};
+use alliance::store::{NewChat, Store};
+use alliance::token::{InvitationId, PseudonymKey, ServerKey};
 
 const DAY: i64 = 24 * 3_600_000;
 const OLD_CHATS: usize = 6_000;
@@ -459,4 +461,114 @@ fn report_during_purge_counts_each_chat_once() {
             }
         }
     }
+}
+
+/// Writes chat `pending-{number}`, received at `received_at`, with both
+/// deliveries still queued, as a platform outage leaves them.
+fn write_pending_chat(store: &Store, key: &PseudonymKey, number: usize, received_at: i64) {
+    let chat_id = format!("pending-{number}");
+    let chat_key = key.pseudonym("chat", &chat_id);
+    let [parent, professional] = store.new_invitation_ids(&chat_key);
+    let chat = ChatRecord {
+        received_at,
+        ended_at: "2022-03-01T10:00:00Z".into(),
+        organization: Some("GGD Regio Utrecht".into()),
+        topic: None,
+        child_age_group: None,
+        locale: "nl".into(),
+        eligible: true,
+        parent_invitation: parent.clone(),
+        professional_invitation: professional.clone(),
+        professional_participant: Some(key.pseudonym("participant", "nurse-1")),
+        professional_unassigned: false,
+    };
+    let invitation = |id: &InvitationId, role: Role| InvitationRecord {
+        id: id.clone(),
+        chat: chat_key.clone(),
+        role,
+        locale: "nl".into(),
+        created_at: received_at,
+        expires_at: received_at + 7 * DAY,
+        delivery: DeliveryStatus::Pending,
+        delivered_at: None,
+        response: Response::default(),
+    };
+    let delivery = |id: &InvitationId, role: Role, participant: &str| QueuedDelivery {
+        invitation_id: id.clone(),
+        role,
+        chat_id: chat_id.clone(),
+        participant_id: participant.into(),
+        locale: "nl".into(),
+        attempts: 3,
+        created_at: received_at,
+        next_attempt_at: received_at,
+        last_error: Some("platform answered 503".into()),
+    };
+    store
+        .accept_chat(NewChat {
+            webhook_id: None,
+            webhook_digest: None,
+            chat_key: &chat_key,
+            chat: &chat,
+            invitations: &[
+                invitation(&parent, Role::Parent),
+                invitation(&professional, Role::Professional),
+            ],
+            deliveries: &[
+                delivery(&parent, Role::Parent, &format!("parent-{number}")),
+                delivery(&professional, Role::Professional, "nurse-1"),
+            ],
+            now: received_at,
+        })
+        .expect("chat written");
+}
+
+#[test]
+fn purge_deletes_queued_deliveries_of_old_chats() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open(dir.path());
+    let key = pseudonym_key();
+    let now = now_millis();
+    write_pending_chat(&store, &key, 0, now - 800 * DAY);
+    write_pending_chat(&store, &key, 1, now - DAY);
+    store.settle();
+    assert_eq!(store.pending_deliveries().expect("readable").len(), 4);
+    // The delivery worker is trying one of the old chat's deliveries while the purge runs.
+    let due = store.due_deliveries(now, 10, |_| false).expect("readable");
+    let (attempt_key, mut attempt) = due
+        .into_iter()
+        .find(|(_, delivery)| delivery.chat_id == "pending-0")
+        .expect("the old chat's delivery is due");
+
+    let dry = purge(&store, now, 730, true, |_| {}).expect("dry run");
+    assert_eq!((dry.chats, dry.pending_deliveries), (1, 2));
+    assert_eq!(
+        store.pending_deliveries().expect("readable").len(),
+        4,
+        "a dry run deletes nothing"
+    );
+
+    let done = purge(&store, now, 730, false, |_| {}).expect("purge");
+    assert_eq!((done.chats, done.pending_deliveries), (1, 2));
+    let left: Vec<String> = store
+        .pending_deliveries()
+        .expect("readable")
+        .into_iter()
+        .map(|delivery| delivery.chat_id)
+        .collect();
+    assert_eq!(
+        left,
+        ["pending-1", "pending-1"],
+        "the old chat's raw ids are still queued"
+    );
+    assert_eq!(store.queue_len(), 2);
+
+    // The attempt fails after the purge: it must not queue the delivery again
+    // nor keep it as a dead letter.
+    attempt.next_attempt_at = now + 60_000;
+    store.reschedule_delivery(&attempt_key, &attempt).expect("reschedule");
+    store.dead_letter(&attempt_key, &attempt).expect("dead letter");
+    assert_eq!(store.pending_deliveries().expect("readable").len(), 2);
+    assert!(store.dead_deliveries().expect("readable").is_empty());
+    assert_eq!(store.queue_len(), 2);
 }

@@ -1,5 +1,6 @@
 //! The whole study replay with the service logging at `trace`: no secret,
-//! no token tag and no raw chat id may appear in its output.
+//! no server key, no token tag and no raw chat or parent id may appear in
+//! its output.
 
 mod common;
 
@@ -7,7 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::thread;
 
-use common::{Service, TestConfig, binary, free_port};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::{Service, TEST_SERVER_KEY, TestConfig, binary, free_port};
 
 /// Whether `line` holds a questionnaire token with its tag:
 /// `inv_` + 32 hex digits + `.` + 22 base64url characters.
@@ -48,6 +51,10 @@ fn trace_logs_hold_no_secret_or_token() {
     forbidden.push(config.admin_token.clone());
     // Raw chat ids of the rebuilt study start with the date, e.g. c-20220701-0042.
     forbidden.push("c-2022".to_string());
+    // Raw parent ids are `v-` and the chat's index; these ten are long
+    // enough not to occur in other text.
+    forbidden.extend((1000..1010).map(|index| format!("v-{index}")));
+    forbidden.push(STANDARD.encode(TEST_SERVER_KEY));
 
     let mut serve = Command::new(binary());
     config.apply(&mut serve);

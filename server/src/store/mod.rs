@@ -326,6 +326,9 @@ pub struct PurgedChat {
     pub comments: u64,
     /// Dead letters of the chat, which hold its raw platform ids.
     pub dead_letters: u64,
+    /// Deliveries of the chat still in the queue, which hold its raw platform
+    /// ids too. The platform never receives them.
+    pub pending_deliveries: u64,
 }
 
 impl PurgedChat {
@@ -1239,6 +1242,28 @@ impl Store {
         Ok(purged)
     }
 
+    /// Queue keys of the deliveries of `invitations` that the platform has
+    /// not accepted yet. Scans the queue only when one of them is pending,
+    /// because a queue key starts with the due time, not the id.
+    pub fn queued_keys(&self, invitations: &[InvitationRecord]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let pending: Vec<&[u8]> = invitations
+            .iter()
+            .filter(|invitation| invitation.delivery == records::DeliveryStatus::Pending)
+            .map(|invitation| invitation.id.as_str().as_bytes())
+            .collect();
+        let mut keys = Vec::new();
+        if pending.is_empty() {
+            return Ok(keys);
+        }
+        for key in self.queue.iter().keys() {
+            let key = key?;
+            if key.get(8..).is_some_and(|id| pending.contains(&id)) {
+                keys.push(key.to_vec());
+            }
+        }
+        Ok(keys)
+    }
+
     /// Purges one chat for [`Store::purge_chats`], which holds the purge lock.
     fn purge_chat(
         &self,
@@ -1278,6 +1303,10 @@ impl Store {
                     purged.dead_letters += 1;
                 }
                 writes.remove(TreeId::Aliases, id)?;
+            }
+            for key in self.queued_keys(&stored.invitations)? {
+                writes.remove(TreeId::Queue, &key)?;
+                purged.pending_deliveries += 1;
             }
             if archived {
                 self.unarchive(writes, &record_key);
@@ -1643,19 +1672,27 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a delivery to a new due time after a failed attempt.
+    /// Moves a delivery to a new due time after a failed attempt. Does
+    /// nothing when the retention purge deleted its chat during the attempt.
     pub fn reschedule_delivery(&self, key: &[u8], delivery: &QueuedDelivery) -> Result<(), StoreError> {
         let new_key = queue_key(delivery.next_attempt_at, &delivery.invitation_id);
         self.write(|writes| {
+            if self.locate(&delivery.invitation_id)?.is_none() {
+                return Ok(());
+            }
             writes.remove(TreeId::Queue, key)?;
             writes.insert(TreeId::Queue, &new_key, &encode(delivery))
         })
     }
 
-    /// Moves a delivery from the queue to the dead-letter list.
+    /// Moves a delivery from the queue to the dead-letter list. Does nothing
+    /// when the retention purge deleted its chat during the attempt.
     pub fn dead_letter(&self, key: &[u8], delivery: &QueuedDelivery) -> Result<(), StoreError> {
         let id = &delivery.invitation_id;
         self.write(|writes| {
+            if self.locate(id)?.is_none() {
+                return Ok(());
+            }
             writes.remove(TreeId::Queue, key)?;
             writes.insert(TreeId::Dead, id.as_str().as_bytes(), &encode(delivery))?;
             self.set_delivery(writes, id, |record| record.delivery = records::DeliveryStatus::Dead)
