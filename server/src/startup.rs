@@ -172,6 +172,11 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         ));
     }
 
+    // Bound before any worker starts, so a start that cannot listen sends no
+    // invitation and purges nothing.
+    let listener =
+        TcpListener::bind(settings.listen).map_err(|error| format!("cannot listen on {}: {error}", settings.listen))?;
+
     let token_key = secret_key.token_key();
     let delivery = delivery::start(&settings, store.clone(), token_key.clone())?;
     let minute = Duration::from_secs(60);
@@ -206,8 +211,6 @@ pub fn build(settings: Settings) -> Result<Application, String> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = background;
 
-    let listener = TcpListener::bind(state.settings.listen)
-        .map_err(|error| format!("cannot listen on {}: {error}", state.settings.listen))?;
     let address = listener.local_addr().map_err(|error| error.to_string())?;
 
     let app_state = state.clone();

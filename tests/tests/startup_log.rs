@@ -87,3 +87,56 @@ fn start_logs_features_that_are_on() {
     assert!(lines[1].contains("chats=0"), "{}", lines[1]);
     assert!(lines[1].contains("retention_days=30"), "{}", lines[1]);
 }
+
+/// A start that cannot listen on its port must exit before its delivery
+/// worker sends a queued invitation.
+#[test]
+fn failed_listen_sends_no_invitation() {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = RecordingPlatform::start();
+    let config = TestConfig::new(dir.path(), &platform.url);
+    // The first attempts fail, so both invitations stay queued.
+    platform.script.lock().unwrap().extend([503; 6]);
+    let mut service = common::Service::start(&config);
+    service.wait_healthy(Duration::from_secs(20));
+    let (status, _) = common::SignedWebhook::chat_ended(&config.webhook_secrets[0], "listen-1").send(&service);
+    assert_eq!(status, 202);
+    assert_eq!(platform.wait_for(2, Duration::from_secs(20)).len(), 2);
+    service.kill();
+    let attempts = platform.requests().len();
+    // The retries are due 0.25 to 0.5 s after the failed attempts.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let taken = std::net::TcpListener::bind(("127.0.0.1", config.port)).expect("port free after the kill");
+    let mut command = Command::new(binary());
+    config.apply(&mut command);
+    let output = command
+        .arg("serve")
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("alliance serve runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    // The process may exit before a started worker's request arrives, so
+    // the log shows whether the worker and the purge started at all.
+    for started in ["delivery worker started", "retention purge"] {
+        assert!(
+            !stderr.contains(started),
+            "{started:?} in a start that could not listen:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        platform.requests().len(),
+        attempts,
+        "a start that could not listen sent invitations"
+    );
+
+    drop(taken);
+    let service = common::Service::start(&config);
+    service.wait_healthy(Duration::from_secs(20));
+    assert!(
+        platform.wait_for(attempts + 2, Duration::from_secs(20)).len() >= attempts + 2,
+        "the queued invitations go out once the service listens"
+    );
+}
