@@ -287,12 +287,8 @@ fn sign(
 
     let timestamp = startup::now_millis() / 1000;
     let signature = secret.sign(id, timestamp, &body);
-    println!("webhook-id: {id}");
-    println!("webhook-timestamp: {timestamp}");
-    println!("webhook-signature: {signature}");
-    println!();
     let body_argument = format!("@{}", body_file.display());
-    println!(
+    let curl = format!(
         "curl -sS -X POST {} -H 'Content-Type: application/json' -H {} -H {} -H {} --data-binary {}",
         shell_quote(&url),
         shell_quote(&format!("webhook-id: {id}")),
@@ -300,6 +296,9 @@ fn sign(
         shell_quote(&format!("webhook-signature: {signature}")),
         shell_quote(&body_argument),
     );
+    print_to_stdout(&format!(
+        "webhook-id: {id}\nwebhook-timestamp: {timestamp}\nwebhook-signature: {signature}\n\n{curl}\n"
+    ));
     println!();
     println!("The signature is valid for 300 seconds from now.");
     Ok(())
@@ -372,19 +371,23 @@ fn purge_command(config_file: Option<&Path>, dry_run: bool) -> Result<(), CliErr
     store
         .flush_blocking()
         .map_err(|error| format!("cannot write the store: {error}"))?;
-    print!("{summary}");
+    print_to_stdout(&summary.to_string());
     Ok(())
 }
 
-pub fn print_report(built: &report::Report, format: Format) {
+/// Writes `text` to standard output. A closed pipe (`alliance purge | head -1`)
+/// ends the output without a panic, because the command's work is done.
+fn print_to_stdout(text: &str) {
     use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
 
+pub fn print_report(built: &report::Report, format: Format) {
     let text = match format {
         Format::Text => report::text::render(built),
         Format::Json => serde_json::to_string_pretty(built).expect("the report serialises") + "\n",
     };
-    // A closed pipe (`alliance report | head`) is not an error worth a panic.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    print_to_stdout(&text);
 }
 
 async fn fetch_report(settings: &Settings, server: &str, filter: &ReportFilter) -> Result<report::Report, CliError> {

@@ -238,6 +238,9 @@ impl RawSettings {
             let text = match value {
                 toml::Value::String(text) => text,
                 toml::Value::Integer(number) => number.to_string(),
+                // Hours and rates may have fractions; the setting's own check
+                // rejects a fraction where it needs a whole number.
+                toml::Value::Float(number) => number.to_string(),
                 toml::Value::Boolean(flag) => flag.to_string(),
                 toml::Value::Array(items) => items
                     .into_iter()
@@ -957,6 +960,17 @@ mod tests {
         .unwrap();
         let problems = plain.check_ready_to_serve().unwrap_err();
         assert!(problems.0.contains("ALLIANCE_PRIVACY_URL"), "{problems}");
+    }
+
+    #[test]
+    fn decimal_number_in_config_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alliance.toml");
+        std::fs::write(&path, "questionnaire_expiry_hours = 1.5\n").unwrap();
+        let mut raw = RawSettings::default();
+        raw.read_file(&path).unwrap();
+        let settings = raw.validate().unwrap();
+        assert_eq!(settings.questionnaire_expiry, std::time::Duration::from_secs(5_400));
     }
 
     #[test]

@@ -257,3 +257,22 @@ fn backup_needs_a_directory_or_server() {
     assert!(stderr.contains("missing DIR"), "{stderr}");
     assert!(stderr.contains("--server URL"), "{stderr}");
 }
+
+#[test]
+fn purge_output_to_closed_pipe_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_old_chats(dir.path());
+    let mut child = alliance()
+        .args(["purge", "--dry-run"])
+        .env("ALLIANCE_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closing the reading end first makes every write fail, as `| head -0` would.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{stderr}");
+}

@@ -362,9 +362,12 @@ async fn run_rounds(setup: &Setup, arguments: &BenchArgs) -> Result<(), CliError
     if !all_delivered {
         return Err(CliError::Failed(format!(
             "the platform accepted {} of {} invitations; the service log says why the others were not \
-             delivered (with --target, check that ALLIANCE_PLATFORM_URL is where the bench's platform listens)",
+             delivered (with --target, check that ALLIANCE_PLATFORM_URL is where the bench's platform listens, \
+             and that the service's ALLIANCE_DELIVERY_RATE_PER_SECOND, 200 by default, can deliver two \
+             invitations per request within {} s)",
             setup.platform.accepted(),
-            acknowledged_so_far * 2
+            acknowledged_so_far * 2,
+            DELIVERY_WAIT.as_secs()
         )));
     }
     Ok(())

@@ -160,6 +160,9 @@ where
     })
     .workers(1)
     .disable_signals()
+    // A graceful stop waits for open connections; a service that keeps
+    // delivering would hold it for actix's default of 30 s.
+    .shutdown_timeout(1)
     .listen(listener)
     .map_err(|error| format!("the {name} cannot start: {error}"))?
     .run();
