@@ -44,6 +44,25 @@ fn is_empty_or_missing(dir: &Path) -> Result<bool, String> {
     }
 }
 
+/// Returns whether a restore may write into `dir`: it is missing or holds
+/// nothing but a file system's `lost+found` and the generated secrets, which
+/// a backup leaves out and the restored store needs.
+fn holds_no_store(dir: &Path) -> Result<bool, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(error) => return Err(format!("cannot read {}: {error}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|error| format!("cannot read {}: {error}", dir.display()))?;
+        let name = entry.file_name();
+        if name != "lost+found" && name != crate::config::DEV_SECRETS_FILE {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Writes a backup of `store` into `dir` and marks it finished.
 pub fn write_backup(store: &Store, dir: &Path) -> Result<usize, String> {
     if !is_empty_or_missing(dir)? {
@@ -146,10 +165,10 @@ pub fn restore(config_file: Option<&Path>, arguments: RestoreArgs) -> Result<(),
             arguments.dir.display()
         )));
     }
-    if !is_empty_or_missing(&settings.data_dir)? {
+    if !holds_no_store(&settings.data_dir)? {
         return Err(CliError::Failed(format!(
             "the data directory {} is not empty; restore only into an empty or new directory \
-             (set ALLIANCE_DATA_DIR)",
+             (set ALLIANCE_DATA_DIR); it may hold lost+found and the service's dev-secrets.toml",
             settings.data_dir.display()
         )));
     }
@@ -202,6 +221,17 @@ pub async fn backup_route(state: web::Data<AppState>, request: HttpRequest) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_target_may_hold_lost_found_and_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(holds_no_store(&dir.path().join("missing")).unwrap());
+        std::fs::create_dir(dir.path().join("lost+found")).unwrap();
+        std::fs::write(dir.path().join("dev-secrets.toml"), "").unwrap();
+        assert!(holds_no_store(dir.path()).unwrap());
+        std::fs::write(dir.path().join("db"), "").unwrap();
+        assert!(!holds_no_store(dir.path()).unwrap());
+    }
 
     #[test]
     fn backup_dir_numbered_when_taken() {

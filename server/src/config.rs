@@ -686,7 +686,7 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     format!("line {line}, column {column}: {message}")
 }
 
-const DEV_SECRETS_FILE: &str = "dev-secrets.toml";
+pub const DEV_SECRETS_FILE: &str = "dev-secrets.toml";
 
 /// Settings that a development service generates when they are not configured.
 pub const DEVELOPMENT_SECRETS: [&str; 5] = [

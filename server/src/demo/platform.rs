@@ -160,7 +160,7 @@ where
     })
     .workers(1)
     .disable_signals()
-    // A graceful stop waits for open connections; a service that keeps
+    // A graceful stop waits for open connections, and a service that keeps
     // delivering would hold it for actix's default of 30 s.
     .shutdown_timeout(1)
     .listen(listener)
