@@ -481,6 +481,16 @@ fn print_delivery(round: usize, sorted_us: &[u64], acknowledged: usize) {
     );
 }
 
+/// Median of sorted, non-empty values: the mean of the middle two for an even count.
+fn median(sorted: &[f64]) -> f64 {
+    let middle = sorted.len() / 2;
+    if sorted.len() % 2 == 0 {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}
+
 fn print_summary(totals: &Totals, setup: &Setup, arguments: &BenchArgs) {
     println!();
     let spread = |values: &[f64], decimals: usize| {
@@ -492,7 +502,7 @@ fn print_summary(totals: &Totals, setup: &Setup, arguments: &BenchArgs) {
         format!(
             "median {:.*} (min {:.*}, max {:.*})",
             decimals,
-            sorted[sorted.len() / 2],
+            median(&sorted),
             decimals,
             sorted[0],
             decimals,
@@ -538,4 +548,17 @@ fn print_summary(totals: &Totals, setup: &Setup, arguments: &BenchArgs) {
         setup.platform.rejected(),
         load_average()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_even_count_is_middle_mean() {
+        assert_eq!(median(&[0.3, 0.5]), 0.4);
+        assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), 2.5);
+        assert_eq!(median(&[0.2, 0.4, 0.9]), 0.4);
+        assert_eq!(median(&[7.0]), 7.0);
+    }
 }
