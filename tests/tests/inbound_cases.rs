@@ -287,6 +287,16 @@ fn signed_at(context: &Context, body: Vec<u8>, timestamp: i64) -> RawRequest {
         .header("webhook-signature", &signature)
 }
 
+/// Builds a correctly signed chat-ended request whose `webhook-id` is `id`.
+fn signed_with_id(context: &Context, id: &str) -> RawRequest {
+    let body = chat_body_with(context, |_| {});
+    let signature = sign(context.secret(), id, context.now, &body);
+    RawRequest::new("/webhooks/chat-ended", body)
+        .header("webhook-id", id)
+        .header("webhook-timestamp", &context.now.to_string())
+        .header("webhook-signature", &signature)
+}
+
 fn signed(context: &Context, body: Vec<u8>) -> RawRequest {
     signed_at(context, body, context.now)
 }
@@ -517,6 +527,11 @@ fn header_cases() -> Vec<Case> {
         case("webhook-id twice", duplicate("webhook-id"), |c| {
             signed_chat(c).header("webhook-id", &c.webhook_id())
         }),
+        case(
+            "webhook-id of 257 bytes",
+            rejected(400, "webhook_id_too_long", "the limit is 256"),
+            |c| signed_with_id(c, &format!("msg_{}", "x".repeat(253))),
+        ),
         case("webhook-timestamp twice", duplicate("webhook-timestamp"), |c| {
             signed_chat(c).header("webhook-timestamp", &c.now.to_string())
         }),

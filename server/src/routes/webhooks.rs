@@ -17,6 +17,10 @@ pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 
 const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
 
+/// Longest accepted `webhook-id`, in bytes. Senders use short message ids
+/// (Svix: `msg_` and 27 characters); the id is stored and logged.
+pub const MAX_WEBHOOK_ID_BYTES: usize = 256;
+
 /// `POST /webhooks/chat-ended`: a Standard Webhooks signed `chat.ended` event.
 /// The checks run in the documented order and the first failure answers.
 #[post("/webhooks/chat-ended")]
@@ -144,6 +148,16 @@ fn check_standard_webhook(state: &AppState, request: &HttpRequest, body: &[u8]) 
         *slot = value;
     }
     let [id, timestamp, signature_header] = values;
+    if id.len() > MAX_WEBHOOK_ID_BYTES {
+        return Err(ApiError::bad_request(
+            "webhook_id_too_long",
+            format!(
+                "header webhook-id is {} bytes; the limit is {MAX_WEBHOOK_ID_BYTES}. Send the platform's \
+                 message id",
+                id.len()
+            ),
+        ));
+    }
 
     let now = state.now_millis() / 1000;
     match signature::verify_with_public_keys(
