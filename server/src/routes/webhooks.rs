@@ -17,8 +17,8 @@ pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 
 const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
 
-/// Longest accepted `webhook-id`, in bytes. Senders use short message ids
-/// (Svix: `msg_` and 27 characters); the id is stored and logged.
+/// Longest accepted `webhook-id`, in bytes. The id is stored for 8 days and
+/// logged, and message ids of webhook senders are far shorter.
 pub const MAX_WEBHOOK_ID_BYTES: usize = 256;
 
 /// `POST /webhooks/chat-ended`: a Standard Webhooks signed `chat.ended` event.
