@@ -184,6 +184,9 @@ async fn serve(config_file: Option<&Path>) -> Result<(), CliError> {
     if let Some(path) = development {
         tracing::warn!(path = %path.display(), "using development secrets for settings that are not configured; read them from this file");
     }
+    for variable in config::unknown_environment_variables() {
+        tracing::warn!(%variable, "ignoring an environment variable that is not a setting; check its spelling against docs/operations.md");
+    }
     tracing::info!(
         per_nurse_figures = settings.per_nurse_figures,
         nurse_feedback = settings.nurse_feedback,
@@ -207,6 +210,9 @@ fn is_development(settings: &Settings) -> bool {
 }
 
 fn check_config(config_file: Option<&Path>) -> Result<(), CliError> {
+    for variable in config::unknown_environment_variables() {
+        eprintln!("warning: {variable} is not a setting and is ignored; check its spelling against docs/operations.md");
+    }
     let raw = RawSettings::load(config_file)?;
     let settings = raw.validate()?;
     if !is_development(&settings) {
@@ -229,8 +235,8 @@ fn check_config(config_file: Option<&Path>) -> Result<(), CliError> {
         println!("configuration is valid; the service will listen on {}", settings.listen);
     } else {
         println!(
-            "configuration is valid for local development on {}; these settings are not configured and \
-             will be generated into {}: {}",
+            "configuration is valid for local development on {}; these settings are not configured, so \
+             the service uses generated ones from {} (written at its first start): {}",
             settings.listen,
             settings.data_dir.join("dev-secrets.toml").display(),
             generated

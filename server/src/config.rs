@@ -181,6 +181,31 @@ fn env_name(key: &str) -> String {
     format!("ALLIANCE_{}", key.to_ascii_uppercase())
 }
 
+/// Variables that the project's tests and benchmarks read, not the service.
+const TOOL_VARIABLES: &[&str] = &[
+    "ALLIANCE_BIN",
+    "ALLIANCE_SKIP_BROWSER_TESTS",
+    "ALLIANCE_BENCH_CHATS",
+    "ALLIANCE_BENCH_STORE",
+    "ALLIANCE_DOCS_SCREENSHOTS",
+];
+
+/// Names of the `ALLIANCE_*` variables in `variables` that are no setting,
+/// such as a misspelled one, sorted. The service ignores them.
+pub fn unknown_variables(variables: impl Iterator<Item = String>) -> Vec<String> {
+    let mut unknown: Vec<String> = variables
+        .filter(|name| name.starts_with("ALLIANCE_"))
+        .filter(|name| !KEYS.iter().any(|key| env_name(key) == *name) && !TOOL_VARIABLES.contains(&name.as_str()))
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// Names of the environment's `ALLIANCE_*` variables that are no setting.
+pub fn unknown_environment_variables() -> Vec<String> {
+    unknown_variables(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))
+}
+
 /// Raw setting values, before validation, with where each came from.
 #[derive(Default, Debug)]
 pub struct RawSettings {
@@ -960,6 +985,19 @@ mod tests {
         .unwrap();
         let problems = plain.check_ready_to_serve().unwrap_err();
         assert!(problems.0.contains("ALLIANCE_PRIVACY_URL"), "{problems}");
+    }
+
+    #[test]
+    fn misspelled_variable_is_unknown() {
+        let names = [
+            "ALLIANCE_LISTEN",
+            "ALLIANCE_LISTEM",
+            "ALLIANCE_BIN",
+            "HOME",
+            "ALLIANCE_ADMIN_TOKENS",
+        ];
+        let unknown = unknown_variables(names.iter().map(|name| name.to_string()));
+        assert_eq!(unknown, ["ALLIANCE_ADMIN_TOKENS", "ALLIANCE_LISTEM"]);
     }
 
     #[test]
