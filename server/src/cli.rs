@@ -303,10 +303,9 @@ fn sign(
         shell_quote(&body_argument),
     );
     print_to_stdout(&format!(
-        "webhook-id: {id}\nwebhook-timestamp: {timestamp}\nwebhook-signature: {signature}\n\n{curl}\n"
+        "webhook-id: {id}\nwebhook-timestamp: {timestamp}\nwebhook-signature: {signature}\n\n{curl}\n\n\
+         The signature is valid for 300 seconds from now.\n"
     ));
-    println!();
-    println!("The signature is valid for 300 seconds from now.");
     Ok(())
 }
 

@@ -67,7 +67,7 @@ impl fmt::Display for PurgeSummary {
         )?;
         writeln!(
             f,
-            "  deliveries still queued, which hold the same raw ids and are then never sent: {}",
+            "  deliveries still queued, which hold the same raw ids and are then not sent: {}",
             self.pending_deliveries
         )?;
         writeln!(

@@ -203,7 +203,7 @@ fn purge_output_says_what_is_deleted_and_kept() {
         "chat records (pseudonym, end time, organization, topic, child age group, locale) with their report facts: 3",
         "questionnaires: 6, with",
         "dead letters, which hold the platform's raw chat and participant ids: 1",
-        "deliveries still queued, which hold the same raw ids and are then never sent: 0",
+        "deliveries still queued, which hold the same raw ids and are then not sent: 0",
         "kept: the totals per organization, topic, child age group and ISO week",
         "not touched: chats received on or after the cutoff",
         "dry run: nothing was changed",
@@ -270,6 +270,36 @@ fn purge_output_to_closed_pipe_does_not_panic() {
         .spawn()
         .unwrap();
     // Closing the reading end first makes every write fail, as `| head -0` would.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{stderr}");
+}
+
+#[test]
+fn sign_output_to_closed_pipe_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("event.json");
+    std::fs::write(&body, br#"{"type":"chat.ended"}"#).unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let mut child = alliance()
+        .args([
+            "sign",
+            "--id",
+            "msg_1",
+            "--url",
+            "http://127.0.0.1:8080/webhooks/chat-ended",
+        ])
+        .arg("--secret-file")
+        .arg(&secret)
+        .arg("--body")
+        .arg(&body)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     drop(child.stdout.take());
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -17,9 +17,10 @@ pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 
 const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
 
-/// Longest accepted `webhook-id`, in bytes. The id is stored for 8 days and
-/// logged, and message ids of webhook senders are far shorter.
-pub const MAX_WEBHOOK_ID_BYTES: usize = 256;
+/// Longest accepted `webhook-id`, in bytes: room for a chat id of
+/// [`MAX_ID_CHARS`] characters of up to 4 bytes and a prefix, because some
+/// senders derive the id from the chat. The id is stored for 8 days and logged.
+pub const MAX_WEBHOOK_ID_BYTES: usize = 4 * MAX_ID_CHARS + 256;
 
 /// `POST /webhooks/chat-ended`: a Standard Webhooks signed `chat.ended` event.
 /// The checks run in the documented order and the first failure answers.

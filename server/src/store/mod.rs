@@ -327,7 +327,7 @@ pub struct PurgedChat {
     /// Dead letters of the chat, which hold its raw platform ids.
     pub dead_letters: u64,
     /// Deliveries of the chat still in the queue, which hold its raw platform
-    /// ids too. The platform never receives them.
+    /// ids too. The platform does not get them, unless an attempt was under way.
     pub pending_deliveries: u64,
 }
 
@@ -1245,6 +1245,9 @@ impl Store {
     /// Queue keys of the deliveries of `invitations` that the platform has
     /// not accepted yet. Scans the queue only when one of them is pending,
     /// because a queue key starts with the due time, not the id.
+    // NOTE: the purge calls this under the write lock for each chat with a
+    // pending invitation, so a retention shorter than a platform outage with
+    // a long queue makes each such chat cost a scan of the whole queue.
     pub fn queued_keys(&self, invitations: &[InvitationRecord]) -> Result<Vec<Vec<u8>>, StoreError> {
         let pending: Vec<&[u8]> = invitations
             .iter()
