@@ -137,7 +137,7 @@ async fn backup_through_server(settings: &crate::config::Settings, server: &str)
         .bearer_auth(token.expose())
         .send()
         .await
-        .map_err(|error| format!("cannot reach {server}: {error}"))?;
+        .map_err(|error| format!("cannot reach {server}: {}", crate::cli::describe_http_error(&error)))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if !status.is_success() {

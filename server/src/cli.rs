@@ -380,6 +380,23 @@ fn purge_command(config_file: Option<&Path>, dry_run: bool) -> Result<(), CliErr
     Ok(())
 }
 
+/// Describes an HTTP client error with its causes, such as "error sending
+/// request …: client error (Connect): tcp connect error: Connection refused",
+/// because the error's own message leaves out why the request failed.
+pub fn describe_http_error(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Writes `text` to standard output. A closed pipe (`alliance purge | head -1`)
 /// ends the output without a panic, because the command's work is done.
 fn print_to_stdout(text: &str) {
@@ -418,7 +435,7 @@ async fn fetch_report(settings: &Settings, server: &str, filter: &ReportFilter) 
         .bearer_auth(token.expose())
         .send()
         .await
-        .map_err(|error| format!("cannot reach {server}: {error}"))?;
+        .map_err(|error| format!("cannot reach {server}: {}", describe_http_error(&error)))?;
     if !response.status().is_success() {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();

@@ -193,12 +193,14 @@ async fn fetch_export(
         .bearer_auth(token.expose())
         .send()
         .await
-        .map_err(|error| format!("cannot reach {server}: {error}"))?;
+        .map_err(|error| format!("cannot reach {server}: {}", crate::cli::describe_http_error(&error)))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| format!("reading the export from {server} failed: {error}"))?;
+    let body = response.bytes().await.map_err(|error| {
+        format!(
+            "reading the export from {server} failed: {}; the connection may have closed, so run the export again",
+            crate::cli::describe_http_error(&error)
+        )
+    })?;
     if !status.is_success() {
         return Err(CliError::Failed(format!(
             "{server} answered {status}: {}",
