@@ -18,7 +18,8 @@ async fn main() -> ExitCode {
     // The demo's and the load tool's own services would drown their output in request logs.
     let quiet = matches!(arguments.command, cli::Command::Demo(_) | cli::Command::Bench(_));
     let default_level = if quiet { "warn" } else { "info" };
-    telemetry::init(arguments.log_json, default_level);
+    let log_json = arguments.log_json;
+    telemetry::init(log_json, default_level);
     #[cfg(unix)]
     if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(%error, "could not start the allocator's background thread; freed memory returns to the system later");
@@ -26,8 +27,16 @@ async fn main() -> ExitCode {
     match cli::run(arguments).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            if matches!(error, cli::CliError::Stopped { .. }) {
-                // The user or a service manager requested the stop, so it is not an error.
+            // The user or a service manager requested the stop, so it is not an error.
+            let stopped = matches!(error, cli::CliError::Stopped { .. });
+            if log_json {
+                // One JSON line like the others, for log collectors that parse every line.
+                if stopped {
+                    tracing::info!(%error, "stopped");
+                } else {
+                    tracing::error!(%error, "the command failed");
+                }
+            } else if stopped {
                 eprintln!("{error}");
             } else {
                 eprintln!("error: {error}");

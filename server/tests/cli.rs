@@ -303,3 +303,23 @@ fn sign_output_to_closed_pipe_does_not_panic() {
     .arg(&body);
     assert_survives_closed_pipe(&mut sign);
 }
+
+#[test]
+fn log_json_writes_fatal_error_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = alliance()
+        .args(["--log-json", "check-config"])
+        .env("ALLIANCE_DATA_DIR", dir.path())
+        .env_remove("ALLIANCE_PLATFORM_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("ALLIANCE_PLATFORM_URL"))
+        .unwrap_or_else(|| panic!("no line names the missing setting:\n{stderr}"));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    assert_eq!(event["level"], "ERROR");
+    assert!(event["fields"]["error"].as_str().unwrap().contains("is not set"));
+}
