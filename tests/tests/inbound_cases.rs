@@ -801,6 +801,11 @@ fn body_cases() -> Vec<Case> {
         case("chat_id a fraction", payload("data.chat_id"), |c| {
             signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!(4.2)))
         }),
+        case(
+            "chat_id with an exponent",
+            rejected(400, "invalid_payload", "a fraction or an exponent"),
+            |c| signed(c, br#"{"type":"chat.ended","data":{"chat_id":1e3}}"#.to_vec()),
+        ),
         case("chat_id a boolean", payload("data.chat_id"), |c| {
             signed(c, chat_body_with(c, |v| v["data"]["chat_id"] = json!(true)))
         }),

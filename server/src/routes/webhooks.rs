@@ -304,8 +304,14 @@ fn parse_id(value: Option<&Value>, field: &str) -> Result<String, ApiError> {
     match value {
         Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= MAX_ID_CHARS => Ok(text.clone()),
         Some(Value::Number(number)) => number.as_u64().map(|id| id.to_string()).ok_or_else(|| {
+            // A float such as 1e3 or 12.0 would name the same id in two ways.
+            let problem = if number.is_f64() {
+                "a number with a fraction or an exponent"
+            } else {
+                "a negative number"
+            };
             invalid_payload(format!(
-                "field \"{field}\" is {number}, which is not a whole number of 0 or more; {expected}"
+                "field \"{field}\" is {number}, {problem}; {expected} without a fraction or exponent"
             ))
         }),
         Some(Value::String(_)) => Err(invalid_payload(format!(
