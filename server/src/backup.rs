@@ -36,18 +36,8 @@ pub struct RestoreArgs {
     pub dir: PathBuf,
 }
 
-fn is_empty_or_missing(dir: &Path) -> Result<bool, String> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => Ok(entries.next().is_none()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(error) => Err(format!("cannot read {}: {error}", dir.display())),
-    }
-}
-
-/// Returns whether a restore may write into `dir`: it is missing or holds
-/// nothing but a file system's `lost+found` and the generated secrets, which
-/// a backup leaves out and the restored store needs.
-fn holds_no_store(dir: &Path) -> Result<bool, String> {
+/// Returns whether `dir` is missing or contains no entry but those named in `allowed`.
+fn is_empty_or_missing(dir: &Path, allowed: &[&str]) -> Result<bool, String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(true),
@@ -55,17 +45,21 @@ fn holds_no_store(dir: &Path) -> Result<bool, String> {
     };
     for entry in entries {
         let entry = entry.map_err(|error| format!("cannot read {}: {error}", dir.display()))?;
-        let name = entry.file_name();
-        if name != "lost+found" && name != crate::config::DEV_SECRETS_FILE {
+        if !allowed.iter().any(|name| entry.file_name() == *name) {
             return Ok(false);
         }
     }
     Ok(true)
 }
 
+/// Entries a restore may find in the data directory: a file system's
+/// `lost+found` and the generated secrets, which a backup leaves out and the
+/// restored store needs.
+const ALLOWED_BEFORE_RESTORE: [&str; 2] = ["lost+found", crate::config::DEV_SECRETS_FILE];
+
 /// Writes a backup of `store` into `dir` and marks it finished.
 pub fn write_backup(store: &Store, dir: &Path) -> Result<usize, String> {
-    if !is_empty_or_missing(dir)? {
+    if !is_empty_or_missing(dir, &[])? {
         return Err(format!(
             "{} is not empty; choose a new directory for the backup",
             dir.display()
@@ -165,7 +159,7 @@ pub fn restore(config_file: Option<&Path>, arguments: RestoreArgs) -> Result<(),
             arguments.dir.display()
         )));
     }
-    if !holds_no_store(&settings.data_dir)? {
+    if !is_empty_or_missing(&settings.data_dir, &ALLOWED_BEFORE_RESTORE)? {
         return Err(CliError::Failed(format!(
             "the data directory {} is not empty; restore only into an empty or new directory \
              (set ALLIANCE_DATA_DIR); it may hold lost+found and the service's dev-secrets.toml",
@@ -225,12 +219,14 @@ mod tests {
     #[test]
     fn restore_target_may_hold_lost_found_and_secrets() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(holds_no_store(&dir.path().join("missing")).unwrap());
+        let may_restore = |dir: &Path| is_empty_or_missing(dir, &ALLOWED_BEFORE_RESTORE).unwrap();
+        assert!(may_restore(&dir.path().join("missing")));
         std::fs::create_dir(dir.path().join("lost+found")).unwrap();
         std::fs::write(dir.path().join("dev-secrets.toml"), "").unwrap();
-        assert!(holds_no_store(dir.path()).unwrap());
+        assert!(may_restore(dir.path()));
+        assert!(!is_empty_or_missing(dir.path(), &[]).unwrap());
         std::fs::write(dir.path().join("db"), "").unwrap();
-        assert!(!holds_no_store(dir.path()).unwrap());
+        assert!(!may_restore(dir.path()));
     }
 
     #[test]

@@ -1000,25 +1000,28 @@ mod tests {
         assert_eq!(unknown, ["ALLIANCE_ADMIN_TOKENS", "ALLIANCE_LISTEM"]);
     }
 
-    #[test]
-    fn decimal_number_in_config_file_is_read() {
+    /// Reads `text` as a config file.
+    fn read_config_text(text: &str) -> Result<RawSettings, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alliance.toml");
-        std::fs::write(&path, "questionnaire_expiry_hours = 1.5\n").unwrap();
+        std::fs::write(&path, text).unwrap();
         let mut raw = RawSettings::default();
-        raw.read_file(&path).unwrap();
-        let settings = raw.validate().unwrap();
+        raw.read_file(&path)?;
+        Ok(raw)
+    }
+
+    #[test]
+    fn decimal_number_in_config_file_is_read() {
+        let settings = read_config_text("questionnaire_expiry_hours = 1.5\n")
+            .unwrap()
+            .validate()
+            .unwrap();
         assert_eq!(settings.questionnaire_expiry, std::time::Duration::from_secs(5_400));
     }
 
     #[test]
     fn invalid_toml_error_does_not_quote_the_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alliance.toml");
-        std::fs::write(&path, "bind = \"127.0.0.1:8080\"\nsecret_key = \"SECRETVALUE\n").unwrap();
-        let mut raw = RawSettings::default();
-        let error = raw
-            .read_file(&path)
+        let error = read_config_text("bind = \"127.0.0.1:8080\"\nsecret_key = \"SECRETVALUE\n")
             .expect_err("an unterminated string is invalid TOML")
             .0;
         assert!(!error.contains("SECRETVALUE"), "{error}");
@@ -1028,28 +1031,21 @@ mod tests {
 
     #[test]
     fn flag_in_config_file_may_be_a_toml_boolean() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alliance.toml");
-        std::fs::write(&path, "nurse_feedback = true\nper_nurse_figures = false\n").unwrap();
-        let mut raw = RawSettings::default();
-        raw.read_file(&path).unwrap();
-        let settings = raw.validate().unwrap();
+        let settings = read_config_text("nurse_feedback = true\nper_nurse_figures = false\n")
+            .unwrap()
+            .validate()
+            .unwrap();
         assert!(settings.nurse_feedback);
         assert!(!settings.per_nurse_figures);
     }
 
     fn admin_tokens_from(entry: &str) -> Result<Vec<ScopedAdminToken>, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alliance.toml");
         let digest = "ab".repeat(32);
-        std::fs::write(
-            &path,
-            format!("[[admin_tokens]]\nlabel = \"team\"\nsha256 = \"{digest}\"\n{entry}\n"),
-        )
-        .unwrap();
-        let mut raw = RawSettings::default();
-        raw.read_file(&path)?;
-        raw.validate().map(|settings| settings.admin_tokens)
+        read_config_text(&format!(
+            "[[admin_tokens]]\nlabel = \"team\"\nsha256 = \"{digest}\"\n{entry}\n"
+        ))?
+        .validate()
+        .map(|settings| settings.admin_tokens)
     }
 
     #[test]

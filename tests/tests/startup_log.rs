@@ -107,7 +107,7 @@ fn failed_listen_sends_no_invitation() {
     // The retries are due 0.25 to 0.5 s after the failed attempts.
     std::thread::sleep(Duration::from_secs(1));
 
-    let taken = std::net::TcpListener::bind(("127.0.0.1", config.port)).expect("port free after the kill");
+    let port_holder = std::net::TcpListener::bind(("127.0.0.1", config.port)).expect("port free after the kill");
     let mut command = Command::new(binary());
     config.apply(&mut command);
     let output = command
@@ -132,7 +132,7 @@ fn failed_listen_sends_no_invitation() {
         "a start that could not listen sent invitations"
     );
 
-    drop(taken);
+    drop(port_holder);
     let service = common::Service::start(&config);
     service.wait_healthy(Duration::from_secs(20));
     assert!(

@@ -175,9 +175,9 @@ impl Target {
         })
     }
 
-    /// The request for `index` of the workload and the status that answers
-    /// it. Both phases send the same headers and body; only the method and
-    /// path differ.
+    /// Builds the request for `index` of the workload and returns it with the
+    /// expected status. Both phases send the same headers and body, and only
+    /// the method and path differ.
     fn request(&self, workload: &Workload, index: usize) -> (reqwest::RequestBuilder, StatusCode) {
         let (request, prepared, expected) = match workload {
             Workload::Healthz(requests) => (

@@ -326,7 +326,7 @@ pub struct PurgedChat {
     pub comments: u64,
     /// Dead letters of the chat, which hold its raw platform ids.
     pub dead_letters: u64,
-    /// Deliveries of the chat still in the queue, which hold its raw platform
+    /// Deliveries of the chat still in the queue, which contain its raw platform
     /// ids too. The platform does not get them, unless an attempt was under way.
     pub pending_deliveries: u64,
 }
